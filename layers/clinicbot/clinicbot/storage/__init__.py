@@ -1,0 +1,1 @@
+"""DynamoDB persistence (pynamodb). Nothing outside this package imports pynamodb."""

@@ -1,0 +1,263 @@
+"""Test harness: AWS under moto, the webhook as API Gateway invokes it, Telegram updates built like
+Telegram builds them, and a record of everything the bot said (response bodies and Bot API calls)."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import itertools
+import json
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+ROOT = Path(__file__).resolve().parents[1]
+EVENTS = ROOT / "events"
+TABLE_NAMES = {"StateTable": "clinicbot-state"}
+TODAY = date(2026, 11, 23)  # a Monday; the demo clinic's schedule is generated from it
+SECRET = "test-secret_0123456789"
+BOT_ID = 123456789
+
+
+@contextlib.contextmanager
+def aws_tables() -> Iterator[Any]:
+    from moto import mock_aws
+
+    from clinicbot.infra.template import create_tables, default_table_names
+    from clinicbot.storage import models
+
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="eu-central-1")
+        names = default_table_names()
+        create_tables(client, names)
+        models.configure(table_name=names["StateTable"], region="eu-central-1")
+        yield client
+
+
+def demo_mis() -> Any:
+    from clinicbot.adapters.mis_demo import DemoClinic
+
+    return DemoClinic(today=TODAY)
+
+
+class DdbCounter:
+    """Counts DynamoDB API requests made through pynamodb, by operation."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+
+    READS = frozenset({"GetItem", "Query", "Scan", "BatchGetItem", "TransactGetItems"})
+    WRITES = frozenset(
+        {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"}
+    )
+
+    @property
+    def reads(self) -> int:
+        return sum(n for op, n in self.calls.items() if op in self.READS)
+
+    @property
+    def writes(self) -> int:
+        return sum(n for op, n in self.calls.items() if op in self.WRITES)
+
+    def reset(self) -> None:
+        self.calls.clear()
+
+    @classmethod
+    @contextlib.contextmanager
+    def installed(cls) -> Iterator[DdbCounter]:
+        from pynamodb.connection.base import Connection
+
+        counter = cls()
+        original = Connection._make_api_call
+
+        def counting(self: Connection, operation_name: str, operation_kwargs: dict[str, Any]) -> Any:
+            counter.calls[operation_name] += 1
+            return original(self, operation_name, operation_kwargs)
+
+        Connection._make_api_call = counting  # type: ignore[method-assign]
+        try:
+            yield counter
+        finally:
+            Connection._make_api_call = original  # type: ignore[method-assign]
+
+
+def load_event(name: str) -> dict[str, Any]:
+    """A sample event from events/ (e.g. "webhook/start")."""
+    data: dict[str, Any] = json.loads((EVENTS / f"{name}.json").read_text(encoding="utf-8"))
+    return data
+
+
+def http_event(update: dict[str, Any] | str, *, secret: str | None = SECRET) -> dict[str, Any]:
+    """An API Gateway HTTP API (payload 2.0) event, as it reaches the webhook function."""
+    event = copy.deepcopy(load_event("webhook/start"))
+    event["body"] = update if isinstance(update, str) else json.dumps(update, ensure_ascii=False)
+    headers = {k: v for k, v in event["headers"].items() if k != "x-telegram-bot-api-secret-token"}
+    if secret is not None:
+        headers["x-telegram-bot-api-secret-token"] = secret
+    event["headers"] = headers
+    event["requestContext"]["timeEpoch"] = int(time.time() * 1000)
+    return event
+
+
+_update_ids = itertools.count(10_000)
+_message_ids = itertools.count(500)
+
+
+@dataclass
+class TgUser:
+    id: int = 4242
+    first_name: str = "Анна"
+    last_name: str | None = "Иванова"
+    language_code: str | None = "ru"
+    username: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"id": self.id, "is_bot": False, "first_name": self.first_name}
+        for name in ("last_name", "language_code", "username"):
+            if getattr(self, name) is not None:
+                data[name] = getattr(self, name)
+        return data
+
+    def chat(self) -> dict[str, Any]:
+        return {"id": self.id, "type": "private", "first_name": self.first_name}
+
+
+def message_update(user: TgUser, text: str | None = None, **extra: Any) -> dict[str, Any]:
+    message: dict[str, Any] = {
+        "message_id": next(_message_ids),
+        "date": int(time.time()),
+        "chat": user.chat(),
+        "from": user.as_dict(),
+    }
+    if text is not None:
+        message["text"] = text
+        if text.startswith("/"):
+            message["entities"] = [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}]
+    message.update(extra)
+    return {"update_id": next(_update_ids), "message": message}
+
+
+def contact_update(user: TgUser, phone: str, *, owner_id: int | None = None) -> dict[str, Any]:
+    contact: dict[str, Any] = {"phone_number": phone, "first_name": user.first_name}
+    if user.last_name:
+        contact["last_name"] = user.last_name
+    owner = user.id if owner_id is None else owner_id
+    if owner:
+        contact["user_id"] = owner
+    return message_update(user, contact=contact)
+
+
+def callback_update(user: TgUser, data: str, *, message_id: int = 1) -> dict[str, Any]:
+    return {
+        "update_id": next(_update_ids),
+        "callback_query": {
+            "id": str(next(_update_ids)),
+            "from": user.as_dict(),
+            "chat_instance": "ci-1",
+            "data": data,
+            "message": {
+                "message_id": message_id,
+                "date": int(time.time()),
+                "chat": user.chat(),
+                "from": {"id": BOT_ID, "is_bot": True, "first_name": "ClinicBot"},
+                "text": "…",
+            },
+        },
+    }
+
+
+@dataclass
+class Said:
+    """One thing the bot said: a Bot API method with its parameters."""
+
+    method: str
+    params: dict[str, Any]
+    via: str  # "response" (webhook response body) or "api" (a call to the Bot API)
+
+    @property
+    def text(self) -> str:
+        return str(self.params.get("text") or self.params.get("caption") or "")
+
+    @property
+    def markup(self) -> dict[str, Any]:
+        markup = self.params.get("reply_markup") or {}
+        return json.loads(markup) if isinstance(markup, str) else markup
+
+    def buttons(self) -> list[dict[str, Any]]:
+        markup = self.markup
+        rows = markup.get("inline_keyboard") or markup.get("keyboard") or []
+        return [button for row in rows for button in row]
+
+    def button(self, label_part: str) -> dict[str, Any]:
+        for button in self.buttons():
+            if label_part.lower() in button["text"].lower():
+                return button
+        raise AssertionError(f"no button with {label_part!r} in {[b['text'] for b in self.buttons()]}")
+
+
+@dataclass
+class WebhookHarness:
+    app: Any
+    botapi: Any
+    mis: Any
+    said: list[Said] = field(default_factory=list)
+    last_response: dict[str, Any] | None = None
+
+    @classmethod
+    def create(cls, *, botapi: Any, mis: Any, **settings: Any) -> WebhookHarness:
+        from clinicbot.config import Settings
+        from clinicbot.telegram.webhook import build_webhook
+
+        app = build_webhook(
+            Settings(telegram_api_base=botapi.base_url, **settings),  # type: ignore[call-arg]
+            mis=mis,
+        )
+        return cls(app=app, botapi=botapi, mis=mis)
+
+    def close(self) -> None:
+        self.app.close()
+        self.app.loop.close()
+
+    def invoke(self, event: dict[str, Any]) -> dict[str, Any]:
+        before = len(self.botapi.calls)
+        response: dict[str, Any] = self.app.handle_event(event)
+        self.last_response = response
+        for call in self.botapi.calls[before:]:
+            self.said.append(Said(call.method, dict(call.params), "api"))
+        body = json.loads(response["body"]) if response.get("body") else {}
+        if response["statusCode"] == 200 and body.get("method"):
+            params = {k: v for k, v in body.items() if k != "method"}
+            self.said.append(Said(body["method"], params, "response"))
+        return response
+
+    def send(self, update: dict[str, Any], *, secret: str | None = SECRET) -> dict[str, Any]:
+        return self.invoke(http_event(update, secret=secret))
+
+    @property
+    def outcome(self) -> Any:
+        return self.app.processor.last_outcome
+
+    def messages(self) -> list[Said]:
+        """What the user would see as new or edited messages."""
+        return [s for s in self.said if s.method in {"sendMessage", "editMessageText", "sendVenue"}]
+
+    def last_message(self) -> Said:
+        messages = self.messages()
+        assert messages, "the bot said nothing"
+        return messages[-1]
+
+    def clear(self) -> None:
+        self.said.clear()
+
+    def onboard(self, user: TgUser, phone: str = "+7 916 000-11-22") -> None:
+        """/start, consent and phone: a linked patient at the main menu."""
+        self.send(message_update(user, "/start"))
+        consent = self.last_message().button("✅")["callback_data"]
+        self.send(callback_update(user, consent))
+        self.send(contact_update(user, phone))
