@@ -46,6 +46,12 @@ def demo_mis() -> Any:
     return DemoClinic(today=TODAY)
 
 
+def demo_patients() -> list[Any]:
+    from clinicbot.adapters.mis_demo import load_demo_data
+
+    return list(load_demo_data().patients)
+
+
 class DdbCounter:
     """Counts DynamoDB API requests made through pynamodb, by operation."""
 
@@ -179,6 +185,7 @@ class Said:
     method: str
     params: dict[str, Any]
     via: str  # "response" (webhook response body) or "api" (a call to the Bot API)
+    message_id: int | None = None
 
     @property
     def text(self) -> str:
@@ -225,15 +232,19 @@ class WebhookHarness:
         self.app.loop.close()
 
     def invoke(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Invoke the handler; then, like Telegram, execute a method carried in the response."""
+        from clinicbot.local.chat import execute_response
+
         before = len(self.botapi.calls)
         response: dict[str, Any] = self.app.handle_event(event)
         self.last_response = response
-        for call in self.botapi.calls[before:]:
-            self.said.append(Said(call.method, dict(call.params), "api"))
-        body = json.loads(response["body"]) if response.get("body") else {}
-        if response["statusCode"] == 200 and body.get("method"):
-            params = {k: v for k, v in body.items() if k != "method"}
-            self.said.append(Said(body["method"], params, "response"))
+        direct = len(self.botapi.calls) - before
+        execute_response(response, self.botapi.api_url)
+        for index, call in enumerate(self.botapi.calls[before:]):
+            result = call.result if call.ok else None
+            message_id = result.get("message_id") if isinstance(result, dict) else None
+            via = "api" if index < direct else "response"
+            self.said.append(Said(call.method, dict(call.params), via, message_id))
         return response
 
     def send(self, update: dict[str, Any], *, secret: str | None = SECRET) -> dict[str, Any]:
@@ -255,9 +266,14 @@ class WebhookHarness:
     def clear(self) -> None:
         self.said.clear()
 
+    def press(self, user: TgUser, label_part: str, said: Said | None = None) -> dict[str, Any]:
+        """Press an inline button (by part of its label) on the bot's last message, or on ``said``."""
+        said = said or self.last_message()
+        data = said.button(label_part)["callback_data"]
+        return self.send(callback_update(user, data, message_id=said.message_id or 1))
+
     def onboard(self, user: TgUser, phone: str = "+7 916 000-11-22") -> None:
         """/start, consent and phone: a linked patient at the main menu."""
         self.send(message_update(user, "/start"))
-        consent = self.last_message().button("✅")["callback_data"]
-        self.send(callback_update(user, consent))
+        self.press(user, "✅")
         self.send(contact_update(user, phone))

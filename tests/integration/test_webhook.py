@@ -14,6 +14,7 @@ from tests.harness import (
     WebhookHarness,
     callback_update,
     contact_update,
+    demo_patients,
     load_event,
     message_update,
 )
@@ -89,7 +90,8 @@ def test_start_greets_in_russian_and_asks_for_consent_in_the_response_body(
     assert "https://example.org/privacy-policy" in body["text"]
     labels = [b["text"] for row in body["reply_markup"]["inline_keyboard"] for b in row]
     assert labels == ["✅ Даю согласие", "Не сейчас"]
-    assert webhook.botapi.calls == []  # the whole reply travelled in the response
+    assert webhook.outcome.direct_calls == 0  # the whole reply travelled in the response
+    assert [s.via for s in webhook.said] == ["response"]
     assert (ddb.reads, ddb.writes) == (1, 0)  # nothing changed, nothing written
     assert table_items(aws) == []
 
@@ -111,7 +113,7 @@ def test_consent_declined_stores_nothing(webhook: WebhookHarness, aws: Any) -> N
 
 
 def test_full_onboarding_links_an_existing_mis_patient(webhook: WebhookHarness, aws: Any) -> None:
-    patient = webhook.mis.known_patients()[0]
+    patient = demo_patients()[0]
     user = TgUser(id=5002)
     webhook.send(message_update(user, "/start"))
     webhook.send(callback_update(user, webhook.last_message().button("✅")["callback_data"]))
@@ -147,7 +149,7 @@ def test_someone_elses_contact_is_refused(webhook: WebhookHarness, aws: Any) -> 
     user = TgUser(id=5004)
     webhook.send(message_update(user, "/start"))
     webhook.send(callback_update(user, webhook.last_message().button("✅")["callback_data"]))
-    other = webhook.mis.known_patients()[0]
+    other = demo_patients()[0]
     webhook.send(contact_update(user, other.phone, owner_id=999999))
     assert "чужой контакт" in webhook.last_message().text
     webhook.send(contact_update(user, other.phone, owner_id=0))  # a contact typed in by hand: no user_id
@@ -172,6 +174,14 @@ def test_duplicate_update_takes_effect_once(webhook: WebhookHarness, aws: Any) -
     user = TgUser(id=5005, first_name="Пётр")
     webhook.send(message_update(user, "/start"))
     webhook.send(callback_update(user, webhook.last_message().button("✅")["callback_data"]))
+    registrations: list[str] = []
+    real_register = webhook.mis.register_patient
+
+    async def counting_register(registration: Any) -> Any:
+        registrations.append(registration.phone)
+        return await real_register(registration)
+
+    webhook.mis.register_patient = counting_register
     update = contact_update(user, "+7 999 000-00-05")
     first = webhook.send(update)
     said_after_first = len(webhook.said)
@@ -179,7 +189,7 @@ def test_duplicate_update_takes_effect_once(webhook: WebhookHarness, aws: Any) -
     assert first["statusCode"] == retry["statusCode"] == 200
     assert webhook.outcome.outcome == "duplicate"
     assert len(webhook.said) == said_after_first  # nothing said twice
-    assert webhook.mis.registrations_count("79990000005") == 1  # nobody registered twice
+    assert registrations == ["79990000005"]  # nobody registered twice
 
 
 def test_sample_duplicate_event_is_ignored(webhook: WebhookHarness) -> None:

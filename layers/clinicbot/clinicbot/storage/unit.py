@@ -4,7 +4,7 @@ aiogram calls ``get_state`` on every update and ``get_data``/``set_data``/``set_
 wizard step. This unit loads the user's whole partition with ONE Query (patient card + dialogue items +
 the ids of recently handled updates), serves every FSM call from memory, and writes ONCE at the end:
 a conditional PutItem of the dialogue item, or a TransactWriteItems when the card changed too. Nothing is
-written when nothing changed.
+written for a duplicate, for an update without a user, or for a stranger who has not consented.
 
 Duplicate updates (Telegram retries on timeouts and non-2xx) are detected from the ``recent_updates`` list
 folded into the dialogue item, so de-duplication costs no extra request.
@@ -241,18 +241,18 @@ class StateUnit:
             dialogue.handled_update = None
 
     # ----------------------------------------------------------------- flush
-    def flush(self, *, effects_outside_response: bool = False) -> None:
-        """Write what changed, once per user. ``effects_outside_response``: the handler called the Bot
-        API directly, so the update id must be recorded even if the dialogue did not change."""
+    def flush(self) -> None:
+        """Write what changed, once per user partition (a handled update's id counts as a change for a
+        known user, so a retried update is recognised; a stranger's is never stored)."""
         for record in self._records.values():
-            self._flush_record(record, effects_outside_response)
+            self._flush_record(record)
 
-    def _flush_record(self, record: _Record, effects: bool) -> None:
+    def _flush_record(self, record: _Record) -> None:
         if record.erased:
             self._erase(record)
             return
         for _attempt in range(MAX_CONFLICT_RETRIES):
-            writes = self._pending_writes(record, effects)
+            writes = self._pending_writes(record)
             if not writes:
                 return
             try:
@@ -265,15 +265,14 @@ class StateUnit:
                 self._rebase(record)
         raise ConcurrentUpdateError("the dialogue kept changing under us")
 
-    def _pending_writes(self, record: _Record, effects: bool) -> list[StateItem]:
+    def _pending_writes(self, record: _Record) -> list[StateItem]:
         now = self._now()
         writes: list[StateItem] = []
         known_user = record.profile is not None or record.card_created
         for dialogue in record.dialogues.values():
             new_id = dialogue.handled_update
-            # A bare "handled" marker is only worth a write when the update had effects the response
-            # body did not carry; and never creates an item for a stranger (no consent -> store nothing).
-            marker_needed = new_id is not None and effects and (dialogue.item is not None or known_user)
+            # The "handled" marker never creates an item for a stranger (no consent: store nothing).
+            marker_needed = new_id is not None and (dialogue.item is not None or known_user)
             if not (dialogue.changed or marker_needed):
                 continue
             item = dialogue.item or DialogueItem(pk=user_pk(record.user_id), sk=dialogue.key_sk)

@@ -20,9 +20,10 @@ from typing import Any
 from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
 from aiogram.dispatcher.middlewares.user_context import UserContextMiddleware
-from aiogram.exceptions import DataNotDictLikeError, UpdateTypeLookupError
+from aiogram.exceptions import DataNotDictLikeError
 from aiogram.methods import TelegramMethod
 from aiogram.types import Update
+from aiogram.types.update import UpdateTypeLookupError
 from pydantic import ValidationError
 
 from clinicbot.config import Settings
@@ -146,7 +147,7 @@ class WebhookProcessor:
             if reply is None and isinstance(result, TelegramMethod):
                 await self.bot(result)  # it carries files: it cannot travel in the response body
             try:
-                unit.flush(effects_outside_response=bool(calls))
+                unit.flush()
             except ConcurrentUpdateError:
                 outcome.status, outcome.outcome = 500, "conflict"
                 self._response = HttpResponse(500, {"error": "retry"})

@@ -13,6 +13,7 @@ from typing import Any
 from aiogram import F, Router
 from aiogram.filters import Command, CommandStart, StateFilter
 from aiogram.fsm.context import FSMContext
+from aiogram.methods import SendMessage
 from aiogram.types import CallbackQuery, Message, ReplyKeyboardRemove
 
 from clinicbot.config import Settings
@@ -26,6 +27,7 @@ from clinicbot.storage.unit import StateUnit
 from clinicbot.telegram.callbacks import ConsentCb, LanguageCb, MenuCb
 from clinicbot.telegram.context import Onboarding
 from clinicbot.telegram.keyboards import consent_keyboard, contact_keyboard, language_keyboard, main_menu
+from clinicbot.telegram.replies import drop_buttons
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +73,12 @@ def build_router() -> Router:
                 query.from_user.id, consent_at=datetime.now(UTC), consent_version=settings.policy_version
             )
         await query.answer(t("consent.accepted"))
-        if isinstance(query.message, Message):
-            await query.message.edit_reply_markup(reply_markup=None)
+        await drop_buttons(query)
         if card is not None and card.is_linked:
-            return query.bot.send_message(query.from_user.id, t("menu.title"), reply_markup=main_menu(t))  # type: ignore[union-attr]
+            return SendMessage(chat_id=query.from_user.id, text=t("menu.title"), reply_markup=main_menu(t))
         await state.set_state(Onboarding.contact)
-        return query.bot.send_message(  # type: ignore[union-attr]
-            query.from_user.id, t("contact.request"), reply_markup=contact_keyboard(t)
+        return SendMessage(
+            chat_id=query.from_user.id, text=t("contact.request"), reply_markup=contact_keyboard(t)
         )
 
     @router.callback_query(ConsentCb.filter(~F.accept))
@@ -141,7 +142,7 @@ def build_router() -> Router:
     @router.callback_query(MenuCb.filter(F.action == "help"))
     async def help_button(query: CallbackQuery, t: Translator, settings: Settings) -> Any:
         await query.answer()
-        return query.bot.send_message(query.from_user.id, t("help.text", clinic=settings.clinic_name))  # type: ignore[union-attr]
+        return SendMessage(chat_id=query.from_user.id, text=t("help.text", clinic=settings.clinic_name))
 
     @router.message(Command("language"))
     async def language_command(message: Message, t: Translator) -> Any:
@@ -150,8 +151,8 @@ def build_router() -> Router:
     @router.callback_query(MenuCb.filter(F.action == "language"))
     async def language_button(query: CallbackQuery, t: Translator) -> Any:
         await query.answer()
-        return query.bot.send_message(  # type: ignore[union-attr]
-            query.from_user.id, t("language.choose"), reply_markup=language_keyboard()
+        return SendMessage(
+            chat_id=query.from_user.id, text=t("language.choose"), reply_markup=language_keyboard()
         )
 
     @router.callback_query(LanguageCb.filter(F.code.in_(LANGUAGES)))

@@ -1,0 +1,3 @@
+from clinicbot.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,139 @@
+"""``clinicbot`` command line: the local run, invoking functions with sample events, deploy-time steps."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _quiet_logs() -> None:
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("clinicbot.mis.demo").setLevel(logging.INFO)  # verification codes of the demo MIS
+
+
+def cmd_local(args: argparse.Namespace) -> int:
+    """Run the whole system on this machine: moto, the demo clinic, the webhook, a terminal chat."""
+    _quiet_logs()
+    from clinicbot.local.stack import LOCAL_TOKEN, local_function_env, start_aws
+
+    stack = start_aws()
+    token = os.environ.get("TELEGRAM_BOT_TOKEN")
+    if token:
+        from clinicbot.local.chat import poll_real_telegram
+        from clinicbot.local.lambda_runner import load_function
+
+        env = local_function_env(
+            api_base=os.environ.get("TELEGRAM_API_BASE", "https://api.telegram.org"), token=token
+        )
+        handler = load_function("webhook").handler
+        try:
+            poll_real_telegram(
+                handler,
+                token,
+                env["CLINICBOT_WEBHOOK_SECRET"],
+                os.environ.get("TELEGRAM_API_BASE", "https://api.telegram.org"),
+            )
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            stack.stop()
+        return 0
+
+    from clinicbot.local.chat import ChatUser, TerminalChat
+    from clinicbot.local.fake_botapi import FakeBotAPI
+    from clinicbot.local.lambda_runner import load_function
+
+    botapi = FakeBotAPI(token=LOCAL_TOKEN)
+    botapi.start()
+    env = local_function_env(api_base=botapi.base_url)
+    print(f"ClinicBot local run: AWS (moto) at {stack.endpoint}, Telegram stand-in at {botapi.base_url}")
+    print("Starting the webhook function (cold start: importing aiogram takes a few seconds)…", flush=True)
+    handler = load_function("webhook").handler
+    user = ChatUser(language_code=args.lang, phone=args.phone)
+    chat = TerminalChat(handler=handler, botapi=botapi, secret=env["CLINICBOT_WEBHOOK_SECRET"], user=user)
+    try:
+        chat.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        botapi.stop()
+        stack.stop()
+    return 0
+
+
+def cmd_invoke(args: argparse.Namespace) -> int:
+    """Invoke one function with one event, locally, printing the response and the Bot API calls."""
+    _quiet_logs()
+    from clinicbot.local.fake_botapi import FakeBotAPI
+    from clinicbot.local.lambda_runner import invoke
+    from clinicbot.local.stack import LOCAL_TOKEN, local_function_env, start_aws
+
+    event: dict[str, Any] = json.loads(Path(args.event).read_text(encoding="utf-8"))
+    stack = start_aws()
+    botapi = FakeBotAPI(token=LOCAL_TOKEN)
+    botapi.start()
+    secret = args.secret or _event_secret(event) or "local-secret"
+    os.environ["CLINICBOT_WEBHOOK_SECRET"] = secret
+    local_function_env(api_base=botapi.base_url)
+    try:
+        response = invoke(args.function, event)
+        print(json.dumps({"response": _readable(response)}, ensure_ascii=False, indent=2))
+        calls = [{"method": c.method, "params": c.params} for c in botapi.calls]
+        print(json.dumps({"bot_api_calls": calls}, ensure_ascii=False, indent=2, default=str))
+    finally:
+        botapi.stop()
+        stack.stop()
+    return 0
+
+
+def _event_secret(event: dict[str, Any]) -> str | None:
+    headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+    return headers.get("x-telegram-bot-api-secret-token") if event.get("version") == "2.0" else None
+
+
+def _readable(response: Any) -> Any:
+    if isinstance(response, dict) and isinstance(response.get("body"), str):
+        try:
+            return {**response, "body": json.loads(response["body"])}
+        except ValueError:
+            return response
+    return response
+
+
+def cmd_set_commands(args: argparse.Namespace) -> int:
+    """Deploy-time step: publish the bot's command menu in Russian (default) and English."""
+    from clinicbot.config import load_settings
+    from clinicbot.telegram.commands import publish_commands
+
+    publish_commands(load_settings())
+    print("setMyCommands: published for the default (ru) and en")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="clinicbot", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    local = sub.add_parser("local", help=cmd_local.__doc__)
+    local.add_argument("--lang", default="ru", help="language your Telegram reports (ru, en)")
+    local.add_argument("--phone", default="+7 916 000-11-22", help="the phone your contact shares")
+    local.set_defaults(func=cmd_local)
+    inv = sub.add_parser("invoke", help=cmd_invoke.__doc__)
+    inv.add_argument("function", help="a folder of functions/, e.g. webhook")
+    inv.add_argument("event", help="an event file, e.g. events/webhook/start.json")
+    inv.add_argument("--secret", help="webhook secret the function expects (default: the event's own)")
+    inv.set_defaults(func=cmd_invoke)
+    cmds = sub.add_parser("set-commands", help=cmd_set_commands.__doc__)
+    cmds.set_defaults(func=cmd_set_commands)
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

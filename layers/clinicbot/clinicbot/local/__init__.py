@@ -1,0 +1,1 @@
+"""Local stand-ins: AWS (moto server), Telegram (fake Bot API), the Lambda runtime, a terminal chat."""

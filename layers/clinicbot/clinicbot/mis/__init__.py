@@ -1,0 +1,56 @@
+"""The MIS port (medical information system): models, errors and the protocol adapters implement."""
+
+from clinicbot.mis.errors import (
+    MisError,
+    MisUnavailable,
+    NotAllowed,
+    NotFound,
+    PatientExists,
+    SlotTaken,
+    Unsupported,
+)
+from clinicbot.mis.models import (
+    Appointment,
+    AppointmentStatus,
+    Balance,
+    Branch,
+    Doctor,
+    LocalizedText,
+    OpeningHours,
+    Patient,
+    PatientRegistration,
+    PatientVisits,
+    Prescription,
+    Service,
+    Slot,
+    SlotHold,
+    Specialty,
+)
+from clinicbot.mis.port import Capability, MisPort
+
+__all__ = [
+    "Appointment",
+    "AppointmentStatus",
+    "Balance",
+    "Branch",
+    "Capability",
+    "Doctor",
+    "LocalizedText",
+    "MisError",
+    "MisPort",
+    "MisUnavailable",
+    "NotAllowed",
+    "NotFound",
+    "OpeningHours",
+    "Patient",
+    "PatientExists",
+    "PatientRegistration",
+    "PatientVisits",
+    "Prescription",
+    "Service",
+    "Slot",
+    "SlotHold",
+    "SlotTaken",
+    "Specialty",
+    "Unsupported",
+]
