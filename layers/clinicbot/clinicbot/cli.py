@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+SAMPLE_EVENTS_SECRET = "test-secret_0123456789"  # the dummy secret the events/ samples carry
+
 
 def _quiet_logs() -> None:
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
@@ -78,7 +80,8 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     stack = start_aws()
     botapi = FakeBotAPI(token=LOCAL_TOKEN)
     botapi.start()
-    secret = args.secret or _event_secret(event) or "local-secret"
+    # The function expects the deployment's secret, never the event's own: a forged event must fail.
+    secret = args.secret or os.environ.get("CLINICBOT_WEBHOOK_SECRET") or SAMPLE_EVENTS_SECRET
     os.environ["CLINICBOT_WEBHOOK_SECRET"] = secret
     local_function_env(api_base=botapi.base_url)
     try:
@@ -90,11 +93,6 @@ def cmd_invoke(args: argparse.Namespace) -> int:
         botapi.stop()
         stack.stop()
     return 0
-
-
-def _event_secret(event: dict[str, Any]) -> str | None:
-    headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
-    return headers.get("x-telegram-bot-api-secret-token") if event.get("version") == "2.0" else None
 
 
 def _readable(response: Any) -> Any:
@@ -126,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     inv = sub.add_parser("invoke", help=cmd_invoke.__doc__)
     inv.add_argument("function", help="a folder of functions/, e.g. webhook")
     inv.add_argument("event", help="an event file, e.g. events/webhook/start.json")
-    inv.add_argument("--secret", help="webhook secret the function expects (default: the event's own)")
+    inv.add_argument(
+        "--secret", help=f"webhook secret the function expects (default: the samples' {SAMPLE_EVENTS_SECRET})"
+    )
     inv.set_defaults(func=cmd_invoke)
     cmds = sub.add_parser("set-commands", help=cmd_set_commands.__doc__)
     cmds.set_defaults(func=cmd_set_commands)
