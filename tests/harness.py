@@ -59,9 +59,7 @@ class DdbCounter:
         self.calls: Counter[str] = Counter()
 
     READS = frozenset({"GetItem", "Query", "Scan", "BatchGetItem", "TransactGetItems"})
-    WRITES = frozenset(
-        {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"}
-    )
+    WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"})
 
     @property
     def reads(self) -> int:

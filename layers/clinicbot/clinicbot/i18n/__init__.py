@@ -29,7 +29,7 @@ def pick_language(
 ) -> Language:
     """The patient's choice if made; else from Telegram's ``language_code``; else the clinic default."""
     if stored in LANGUAGES:
-        return stored  # type: ignore[return-value]
+        return stored
     if not telegram_code:
         return default
     base = telegram_code.split("-")[0].lower()
@@ -44,7 +44,7 @@ class Translator:
     """``t("menu.title")`` in one language, falling back to Russian for a key missing in English."""
 
     def __init__(self, language: str) -> None:
-        self.language: Language = language if language in LANGUAGES else DEFAULT_LANGUAGE  # type: ignore[assignment]
+        self.language: Language = language if language in LANGUAGES else DEFAULT_LANGUAGE
 
     def __call__(self, key: str, /, **params: Any) -> str:
         text = catalog(self.language).get(key)

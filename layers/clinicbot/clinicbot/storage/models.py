@@ -66,7 +66,16 @@ class DialogueItem(StateItem, discriminator="dialogue"):
     expires_at = TTLAttribute(null=True)
 
 
-ALL_MODELS: tuple[type[Model], ...] = (StateItem, ProfileItem, DialogueItem)
+class SlotClaimItem(StateItem, discriminator="slot_claim"):
+    """A short-lived claim on an MIS slot while it is being booked (``pk = SLOT#<slot id>``, ``sk = CLAIM``);
+    see ``clinicbot.booking.claims_dynamo``. Ids only: the MIS patient id and the Telegram update id."""
+
+    patient_id = UnicodeAttribute()
+    request_id = UnicodeAttribute()
+    expires_at = TTLAttribute()
+
+
+ALL_MODELS: tuple[type[Model], ...] = (StateItem, ProfileItem, DialogueItem, SlotClaimItem)
 
 
 def configure(

@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from pynamodb.connection import Connection
 from pynamodb.exceptions import DeleteError, PutError, TransactWriteError
@@ -90,7 +90,7 @@ class _Dialogue:
             item=item,
             state=item.state,
             data=copy.deepcopy(item.data or {}),
-            recent=list(item.recent_updates or []),
+            recent=[int(n) for n in cast(list[int], item.recent_updates or [])],
         )
 
     @property
@@ -281,7 +281,7 @@ class StateUnit:
             recent = list(dialogue.recent)
             if new_id is not None and new_id not in recent:
                 recent = [*recent, new_id][-RECENT_UPDATES_KEPT:]
-            item.recent_updates = recent or None
+            item.recent_updates = cast(Any, recent or None)
             item.expires_at = now + timedelta(seconds=self._ttl)
             writes.append(item)
         if record.card_changes or record.card_created:

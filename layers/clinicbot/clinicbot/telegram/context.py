@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from aiogram import BaseMiddleware
 from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import TelegramObject, User
 
-from clinicbot.i18n import Translator, pick_language
+from clinicbot.i18n import Language, Translator, pick_language
 from clinicbot.storage.unit import StateUnit
 from clinicbot.telegram.fsm import current_unit
 
@@ -40,11 +40,12 @@ class ContextMiddleware(BaseMiddleware):
         card = unit.card(user.id) if user else None
         data["unit"] = unit
         data["card"] = card
-        data["t"] = Translator(
-            pick_language(
-                card.language if card else None, user.language_code if user else None, self._default
-            )  # type: ignore[arg-type]
+        language = pick_language(
+            card.language if card else None,
+            user.language_code if user else None,
+            cast(Language, self._default),
         )
+        data["t"] = Translator(language)
         try:
             return await handler(event, data)
         finally:
