@@ -289,3 +289,40 @@ def test_warm_invocations_reuse_one_loop_and_one_http_session(webhook: WebhookHa
     webhook.send(contact_update(user, "+7 999 000-00-09"))  # makes direct Bot API calls again
     assert webhook.app.processor.bot.session._session is session
     assert not webhook.app.loop.is_closed()
+
+
+def test_every_step_of_a_dialogue_costs_at_most_one_read_and_one_write(
+    webhook: WebhookHarness, ddb: Any
+) -> None:
+    user = TgUser(id=5010)
+    steps = [
+        lambda: message_update(user, "/start"),
+        lambda: callback_update(
+            user,
+            webhook.last_message().button("✅")["callback_data"],
+            message_id=webhook.last_message().message_id or 1,
+        ),
+        lambda: contact_update(user, "+7 999 000-00-10"),
+        lambda: message_update(user, "/language"),
+        lambda: callback_update(user, "lang:en", message_id=webhook.last_message().message_id or 1),
+        lambda: message_update(user, "/menu"),
+        lambda: callback_update(user, "menu:help"),
+        lambda: message_update(user, "what?"),
+    ]
+    budget = []
+    for step in steps:
+        ddb.reset()
+        webhook.send(step())
+        assert webhook.outcome.outcome == "handled"
+        budget.append((ddb.reads, ddb.writes))
+    assert all(reads <= 1 and writes <= 1 for reads, writes in budget), budget
+    assert budget[0] == (1, 0)  # a stranger's /start stores nothing
+    ddb.reset()
+    webhook.send(steps[-1]())
+    webhook.send(message_update(user, "/help"))
+    ddb.reset()
+    last = message_update(user, "/help")
+    webhook.send(last)
+    ddb.reset()
+    webhook.send(last)  # the duplicate: one read, no write
+    assert (ddb.reads, ddb.writes) == (1, 0)

@@ -283,18 +283,27 @@ def poll_real_telegram(
     token: str,
     secret: str,
     api_base: str = "https://api.telegram.org",
-) -> None:
-    """Long-poll real Telegram and feed each update to the same handler (``TELEGRAM_BOT_TOKEN`` set)."""
+    *,
+    poll_timeout: int = 25,
+    max_updates: int | None = None,
+) -> int:
+    """Long-poll Telegram (``TELEGRAM_BOT_TOKEN`` set) and feed each update to the same handler, wrapped in the
+    same API Gateway event; the method a response carries is executed like Telegram would. Returns the number
+    of updates handled (``max_updates`` stops the loop: tests)."""
     from clinicbot.local.lambda_runner import LambdaContext
 
     api_url = f"{api_base}/bot{token}"
     urllib.request.urlopen(f"{api_url}/deleteWebhook", timeout=10).read()
-    offset = 0
+    offset, handled = 0, 0
     print("Long-polling Telegram; write to your bot. Ctrl+C to stop.", flush=True)
-    while True:
-        with urllib.request.urlopen(f"{api_url}/getUpdates?timeout=25&offset={offset}", timeout=35) as reply:
+    while max_updates is None or handled < max_updates:
+        with urllib.request.urlopen(
+            f"{api_url}/getUpdates?timeout={poll_timeout}&offset={offset}", timeout=poll_timeout + 10
+        ) as reply:
             updates = json.loads(reply.read()).get("result", [])
         for update in updates:
             offset = update["update_id"] + 1
             response = handler(api_gateway_event(update, secret), LambdaContext("clinicbot-webhook"))
             execute_response(response, api_url)
+            handled += 1
+    return handled
