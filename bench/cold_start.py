@@ -79,8 +79,18 @@ def build_layer(mode: str) -> Path:
     if not base.exists():
         base.mkdir(parents=True)
         subprocess.run(
-            ["uv", "pip", "install", "--quiet", "--python", PY312, "--target", str(base),
-             "-r", str(ROOT / "layers" / "clinicbot" / "requirements.txt")],
+            [
+                "uv",
+                "pip",
+                "install",
+                "--quiet",
+                "--python",
+                PY312,
+                "--target",
+                str(base),
+                "-r",
+                str(ROOT / "layers" / "clinicbot" / "requirements.txt"),
+            ],
             check=True,
         )
         shutil.copytree(ROOT / "layers" / "clinicbot" / "clinicbot", base / "clinicbot")
@@ -88,8 +98,11 @@ def build_layer(mode: str) -> Path:
         shutil.rmtree(target.parent)
     shutil.copytree(base, target, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.rmtree(target / "clinicbot")
-    shutil.copytree(ROOT / "layers" / "clinicbot" / "clinicbot", target / "clinicbot",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        ROOT / "layers" / "clinicbot" / "clinicbot",
+        target / "clinicbot",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
     invalidation = "timestamp" if mode == "stale" else "unchecked-hash"
     subprocess.run(
         [PY312, "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", invalidation, str(target)],
@@ -101,31 +114,95 @@ def build_layer(mode: str) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--skip-layer", action="store_true", help="only the venv figures")
+    parser.add_argument(
+        "--compare-aiogram",
+        default="3.31.0",
+        help="also time `import aiogram` of this version in the same layer setting ('' to skip)",
+    )
     args = parser.parse_args()
 
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("CLINICBOT_", "AWS_", "PYTHON"))}
     rows: list[tuple[str, str, float, float, float, float]] = []
 
     venv_env = {**base_env, **ENV}
-    rows.append(("venv", sys.executable, *best(sys.executable, IMPORT_AIOGRAM, venv_env, args.runs),
-                 *best(sys.executable, WEBHOOK_INIT, venv_env, args.runs)))
+    rows.append(
+        (
+            "venv",
+            sys.executable,
+            *best(sys.executable, IMPORT_AIOGRAM, venv_env, args.runs),
+            *best(sys.executable, WEBHOOK_INIT, venv_env, args.runs),
+        )
+    )
     if not args.skip_layer:
         for mode in ("stale", "hash"):
             layer = build_layer(mode)
             env = {**base_env, **ENV, "PYTHONPATH": str(layer), "PYTHONDONTWRITEBYTECODE": "1"}
-            rows.append((f"layer/{mode}", "python3.12",
-                         *best(PY312, IMPORT_AIOGRAM, env, args.runs),
-                         *best(PY312, WEBHOOK_INIT, env, args.runs)))
+            rows.append(
+                (
+                    f"layer/{mode}",
+                    "python3.12",
+                    *best(PY312, IMPORT_AIOGRAM, env, args.runs),
+                    *best(PY312, WEBHOOK_INIT, env, args.runs),
+                )
+            )
+
+    if args.compare_aiogram and not args.skip_layer:
+        other = BUILD / f"aiogram-{args.compare_aiogram}" / "python"
+        if not other.exists():
+            other.mkdir(parents=True)
+            subprocess.run(
+                [
+                    "uv",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--python",
+                    PY312,
+                    "--target",
+                    str(other),
+                    f"aiogram=={args.compare_aiogram}",
+                ],
+                check=True,
+            )
+            subprocess.run(
+                [
+                    PY312,
+                    "-m",
+                    "compileall",
+                    "-q",
+                    "-j",
+                    "0",
+                    "--invalidation-mode",
+                    "unchecked-hash",
+                    str(other),
+                ],
+                check=True,
+            )
+        env = {**base_env, "PYTHONPATH": str(other), "PYTHONDONTWRITEBYTECODE": "1"}
+        a_best, a_med = best(PY312, IMPORT_AIOGRAM, env, args.runs)
+        rows.append(
+            (f"aiogram {args.compare_aiogram}", "python3.12", a_best, a_med, float("nan"), float("nan"))
+        )
 
     print(f"Cold start, CPU seconds of a fresh interpreter (best / median of {args.runs} runs)")
     print(f"{'setting':<14}{'python':<12}{'import aiogram':>18}{'webhook init':>18}{'ratio':>8}")
     for name, python, a_best, a_med, w_best, w_med in rows:
         label = "3.12" if "3.12" in python else f"{sys.version_info.major}.{sys.version_info.minor}"
-        print(f"{name:<14}{label:<12}{a_best:>9.2f} /{a_med:>6.2f}{w_best:>9.2f} /{w_med:>6.2f}"
-              f"{w_best / a_best:>8.2f}")
+        print(
+            f"{name:<14}{label:<12}{a_best:>9.2f} /{a_med:>6.2f}{w_best:>9.2f} /{w_med:>6.2f}"
+            f"{w_best / a_best:>8.2f}"
+        )
+    hash_row = next((r for r in rows if r[0] == "layer/hash"), None)
+    if hash_row:
+        print(
+            f"our code + pynamodb/botocore + powertools + settings on top of aiogram (layer/hash): "
+            f"{hash_row[4] - hash_row[2]:.2f} s"
+        )
     print("goal: webhook init <= 1.10 x import aiogram (our code, boto3, pynamodb, powertools add <= 10 %)")
 
 

@@ -20,7 +20,6 @@ from typing import Any
 from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
 from aiogram.dispatcher.middlewares.user_context import UserContextMiddleware
-from aiogram.exceptions import DataNotDictLikeError
 from aiogram.methods import TelegramMethod
 from aiogram.types import Update
 from aiogram.types.update import UpdateTypeLookupError
@@ -103,7 +102,7 @@ class WebhookProcessor:
             if not isinstance(payload, dict):
                 raise ValueError("not an object")
             update = Update.model_validate(payload, context={"bot": self.bot})
-        except (ValueError, ValidationError, UnicodeDecodeError, DataNotDictLikeError):
+        except (ValueError, TypeError, ValidationError, UnicodeDecodeError):
             self._response = HttpResponse(400, {"error": "body is not a Telegram update"})
             return UpdateOutcome(400, "malformed")
 
