@@ -190,7 +190,7 @@ def main() -> None:
         )
 
     print(f"Cold start, CPU seconds of a fresh interpreter (best / median of {args.runs} runs)")
-    print(f"{'setting':<14}{'python':<12}{'import aiogram':>18}{'webhook init':>18}{'ratio':>8}")
+    print(f"{'setting':<18}{'python':<8}{'import aiogram':>18}{'webhook init':>18}{'ratio':>8}")
     for name, python, a_best, a_med, w_best, w_med in rows:
         label = "3.12" if "3.12" in python else f"{sys.version_info.major}.{sys.version_info.minor}"
         print(
