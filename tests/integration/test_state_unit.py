@@ -135,3 +135,16 @@ def test_erase_user_removes_the_whole_partition(aws: Any) -> None:
 def test_unknown_card_field_is_rejected(aws: Any) -> None:
     with pytest.raises(ValueError):
         unit().save_card(42, phone="79160000000")
+
+
+def test_group_updates_are_deduplicated_even_without_a_patient_card(aws: Any) -> None:
+    staff_in_topic = DialogueKey(bot_id=1, chat_id=-1001234, user_id=77, thread_id=5)
+    u = unit()
+    u.mark_handled(staff_in_topic, 9001)
+    u.flush()
+    assert unit().seen_update(staff_in_topic, 9001)
+    stranger = DialogueKey(bot_id=1, chat_id=78, user_id=78)
+    s = unit()
+    s.mark_handled(stranger, 9002)
+    s.flush()
+    assert aws.scan(TableName="clinicbot-state")["Count"] == 1  # only the staff marker

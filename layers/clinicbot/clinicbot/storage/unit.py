@@ -80,6 +80,7 @@ class _Dialogue:
     data_set_keys: dict[str, Any] = field(default_factory=dict)
     data_removed_keys: set[str] = field(default_factory=set)
     handled_update: int | None = None
+    private: bool = True  # a private chat (chat id == user id); group chats hold staff, not patients
 
     @classmethod
     def from_item(cls, key_sk: str, item: DialogueItem | None) -> _Dialogue:
@@ -168,7 +169,7 @@ class StateUnit:
         record = self._record(key.user_id)
         dialogue = record.dialogues.get(key.sk)
         if dialogue is None:
-            dialogue = _Dialogue(key_sk=key.sk, item=None)
+            dialogue = _Dialogue(key_sk=key.sk, item=None, private=key.chat_id == key.user_id)
             record.dialogues[key.sk] = dialogue
         return dialogue
 
@@ -271,8 +272,11 @@ class StateUnit:
         known_user = record.profile is not None or record.card_created
         for dialogue in record.dialogues.values():
             new_id = dialogue.handled_update
-            # The "handled" marker never creates an item for a stranger (no consent: store nothing).
-            marker_needed = new_id is not None and (dialogue.item is not None or known_user)
+            # The "handled" marker never creates an item for a stranger in a private chat (no consent:
+            # store nothing); in a group (the staff group) it always may.
+            marker_needed = new_id is not None and (
+                dialogue.item is not None or known_user or not dialogue.private
+            )
             if not (dialogue.changed or marker_needed):
                 continue
             item = dialogue.item or DialogueItem(pk=user_pk(record.user_id), sk=dialogue.key_sk)
