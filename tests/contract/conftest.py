@@ -29,8 +29,16 @@ def _demo() -> AbstractContextManager[MisPort]:
     return contextlib.nullcontext(DemoClinic())
 
 
+def _fhir() -> AbstractContextManager[MisPort]:
+    """The FHIR adapter against a real FHIR server on loopback, seeded with the demo clinic (tests/fhir)."""
+    from tests.fhir.fixture import make_adapter, shared_server
+
+    return contextlib.nullcontext(make_adapter(shared_server()))
+
+
 ADAPTERS: dict[str, AdapterFactory] = {
     "demo": _demo,
+    "fhir": _fhir,
 }
 
 
