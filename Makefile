@@ -50,6 +50,7 @@ sam-build:
 bench: setup
 	$(RUN) python -m bench.cold_start
 	$(RUN) python -m bench.dialogue
+	$(RUN) python -m bench.sync --layer
 
 invoke: setup
 	$(RUN) python -m clinicbot invoke $(FN) $(EVENT)

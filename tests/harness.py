@@ -275,3 +275,92 @@ class WebhookHarness:
         self.send(message_update(user, "/start"))
         self.press(user, "✅")
         self.send(contact_update(user, phone))
+
+    # ------------------------------------------------------------------ booking helpers
+    @property
+    def outbox(self) -> Any:
+        """The hand-off outbox the dispatcher publishes to (an InMemoryOutbox in tests)."""
+        return self.app.processor.dispatcher["outbox"]
+
+    def use_mis_clock(self) -> None:
+        """Let the booking wizard count "now" on the MIS's clock (the demo clinic runs on a clock of its
+        own, starting at midnight UTC of ``TODAY``)."""
+        self.app.processor.dispatcher["clock"] = mis_clock(self.mis)
+
+
+def mis_clock(mis: Any) -> Any:
+    """The MIS's notion of "now": the demo clinic's own clock, real UTC time for any other adapter."""
+    from datetime import UTC, datetime
+
+    clock = getattr(mis, "_now", None)
+    return clock if callable(clock) else (lambda: datetime.now(UTC))
+
+
+# ---------------------------------------------------------------------- hand-off helpers
+STAFF_GROUP_ID = -1001234567890  # the staff supergroup of events/webhook/staff-reply.json
+
+
+def group_chat(group_id: int = STAFF_GROUP_ID) -> dict[str, Any]:
+    return {"id": group_id, "type": "supergroup", "title": "Clinic staff", "is_forum": True}
+
+
+def group_message_update(
+    user: TgUser, text: str, *, thread_id: int | None, group_id: int = STAFF_GROUP_ID, **extra: Any
+) -> dict[str, Any]:
+    """A message in the staff supergroup, in a forum topic when ``thread_id`` is given."""
+    message: dict[str, Any] = {
+        "message_id": next(_message_ids),
+        "date": int(time.time()),
+        "chat": group_chat(group_id),
+        "from": user.as_dict(),
+        "text": text,
+    }
+    if thread_id is not None:
+        message.update(message_thread_id=thread_id, is_topic_message=True)
+    message.update(extra)
+    return {"update_id": next(_update_ids), "message": message}
+
+
+def group_callback_update(
+    user: TgUser,
+    data: str,
+    *,
+    message_id: int,
+    markup: dict[str, Any] | None = None,
+    group_id: int = STAFF_GROUP_ID,
+) -> dict[str, Any]:
+    """A button pressed under a message the bot posted in the staff group."""
+    message: dict[str, Any] = {
+        "message_id": message_id,
+        "date": int(time.time()),
+        "chat": group_chat(group_id),
+        "from": {"id": BOT_ID, "is_bot": True, "first_name": "ClinicBot"},
+        "text": "…",
+    }
+    if markup is not None:
+        message["reply_markup"] = markup
+    return {
+        "update_id": next(_update_ids),
+        "callback_query": {"id": str(next(_update_ids)), "from": user.as_dict(), "chat_instance": "ci-staff",
+                           "data": data, "message": message},
+    }  # fmt: skip
+
+
+def drain_outbox(outbox: Any, handoff_app: Any) -> list[Any]:
+    """Run the hand-off function on what the webhook queued since the last drain (as SQS would deliver it,
+    one record at a time); returns each record's result or the exception it raised."""
+    results: list[Any] = []
+    start = getattr(outbox, "drained_upto", 0)
+    messages = list(outbox.messages)
+    handoff_app.begin_batch()
+    for message in messages[start:]:
+        record = {
+            "body": json.dumps(message.body(), ensure_ascii=False),
+            "attributes": {"ApproximateReceiveCount": "1"},
+        }
+        try:
+            results.append(handoff_app.handle_record(record))
+        except Exception as exc:  # what the batch processor would report as this record's failure
+            results.append(exc)
+    outbox.drained_upto = len(messages)
+    return results

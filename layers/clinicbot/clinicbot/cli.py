@@ -55,8 +55,16 @@ def cmd_local(args: argparse.Namespace) -> int:
     botapi.start()
     env = local_function_env(api_base=botapi.base_url)
     print(f"ClinicBot local run: AWS (moto) at {stack.endpoint}, Telegram stand-in at {botapi.base_url}")
+    handoff = None
+    if getattr(args, "crm", "none") != "none":  # a CRM stand-in on loopback + the hand-off function
+        from clinicbot.local.handoff_runner import LocalHandoff
+
+        handoff = LocalHandoff.start(provider=args.crm)
+        print(f"CRM stand-in ({args.crm}, Standard Webhooks signatures checked) at {handoff.crm.base_url}")
     print("Starting the webhook function (cold start: importing aiogram takes a few seconds)…", flush=True)
     handler = load_function("webhook").handler
+    if handoff is not None:
+        handler = handoff.wrap(handler)  # after each update the queued hand-offs go through the function
     user = ChatUser(language_code=args.lang, phone=args.phone)
     chat = TerminalChat(handler=handler, botapi=botapi, secret=env["CLINICBOT_WEBHOOK_SECRET"], user=user)
     try:
@@ -64,6 +72,8 @@ def cmd_local(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        if handoff is not None:
+            handoff.stop()
         botapi.stop()
         stack.stop()
     return 0
@@ -120,6 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     local = sub.add_parser("local", help=cmd_local.__doc__)
     local.add_argument("--lang", default="ru", help="language your Telegram reports (ru, en)")
     local.add_argument("--phone", default="+7 916 000-11-22", help="the phone your contact shares")
+    local.add_argument(
+        "--crm",
+        default="webhook",
+        choices=["webhook", "bitrix24", "none"],
+        help="the local CRM stand-in hand-offs go to (default: a signed webhook receiver; none: no hand-off)",
+    )
     local.set_defaults(func=cmd_local)
     inv = sub.add_parser("invoke", help=cmd_invoke.__doc__)
     inv.add_argument("function", help="a folder of functions/, e.g. webhook")
@@ -130,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     inv.set_defaults(func=cmd_invoke)
     cmds = sub.add_parser("set-commands", help=cmd_set_commands.__doc__)
     cmds.set_defaults(func=cmd_set_commands)
+    from clinicbot.engagement.cli import add_commands as add_engagement_commands
+
+    add_engagement_commands(sub)  # feedback-report, broadcast, broadcast-run
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result

@@ -328,6 +328,7 @@ class FakeBotAPI:
         self._menu_button: dict[str, Any] = {"type": "commands"}
         self._topic_ids = itertools.count(2)
         self._file_ids = itertools.count(1)
+        self._members: dict[tuple[Any, int], str] = {}  # (chat id, user id) -> getChatMember status
         # faults
         self._fail_rules: list[_FailRule] = []
         self._blocked: set[Any] = set()
@@ -434,6 +435,7 @@ class FakeBotAPI:
         self._closing = asyncio.Event()
         app = web.Application(client_max_size=60 * 1024 * 1024)
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
+        app.router.add_route("GET", "/file/bot{token}/{path:.*}", self._download)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
@@ -631,6 +633,11 @@ class FakeBotAPI:
         with self._lock:
             self._blocked.discard(chat_id)
 
+    def set_member(self, chat_id: int | str, user_id: int, status: str = "member") -> None:
+        """What ``getChatMember`` answers for this user in this chat (default for anyone: ``left``)."""
+        with self._lock:
+            self._members[(chat_id, user_id)] = status
+
     def delay(self, seconds: float, method: str | None = None) -> None:
         """Hold every answer (or answers to ``method``) for ``seconds`` before processing; 0 removes it.
 
@@ -679,6 +686,12 @@ class FakeBotAPI:
 
     async def _not_found(self, request: web.Request) -> web.Response:
         return web.json_response(_error_body(404, "Not Found"), status=404)
+
+    async def _download(self, request: web.Request) -> web.Response:
+        """``{base}/file/bot<token>/<file_path>`` (after getFile): a few fake bytes named by the path."""
+        if request.match_info["token"] != self.token:
+            return web.json_response(_error_body(401, "Unauthorized"), status=401)
+        return web.Response(body=f"FAKE FILE {request.match_info['path']}".encode())
 
     async def _handle(self, request: web.Request) -> web.Response:
         at, mono = time.time(), time.monotonic()
@@ -1049,6 +1062,33 @@ class FakeBotAPI:
         chat = self._chat(p.get("chat_id"))
         return {**chat, "accent_color_id": 0, "max_reaction_count": 11}
 
+    def _m_get_chat_member(self, p: dict[str, Any]) -> dict[str, Any]:
+        chat = self._chat(p.get("chat_id"))
+        user_id = p.get("user_id")
+        if not isinstance(user_id, int):
+            raise _ApiError(400, "Bad Request: invalid user_id specified")
+        status = self._members.get((chat["id"], user_id), "left")
+        member: dict[str, Any] = {
+            "status": status,
+            "user": {"id": user_id, "is_bot": False, "first_name": "User"},
+        }
+        if status == "administrator":
+            member.update(can_be_edited=False, is_anonymous=False, can_manage_chat=True, can_delete_messages=True,
+                          can_manage_video_chats=True, can_restrict_members=True, can_promote_members=False,
+                          can_change_info=True, can_invite_users=True, can_post_stories=False,
+                          can_edit_stories=False, can_delete_stories=False)  # fmt: skip
+        elif status == "creator":
+            member["is_anonymous"] = False
+        elif status == "restricted":
+            member.update(is_member=True, can_send_messages=True, can_send_audios=True, can_send_documents=True,
+                          can_send_photos=True, can_send_videos=True, can_send_video_notes=True,
+                          can_send_voice_notes=True, can_send_polls=True, can_send_other_messages=True,
+                          can_add_web_page_previews=True, can_change_info=False, can_invite_users=False,
+                          can_pin_messages=False, can_manage_topics=False, until_date=0)  # fmt: skip
+        elif status == "kicked":
+            member["until_date"] = 0
+        return member
+
     def _m_get_file(self, p: dict[str, Any]) -> dict[str, Any]:
         file_id = p.get("file_id")
         if not file_id:
@@ -1213,6 +1253,7 @@ _HANDLERS: dict[str, _Handler] = {
     "createForumTopic": FakeBotAPI._m_create_topic,
     "getChat": FakeBotAPI._m_get_chat,
     "getFile": FakeBotAPI._m_get_file,
+    "getChatMember": FakeBotAPI._m_get_chat_member,
     "answerCallbackQuery": FakeBotAPI._m_answer_callback,
     **{name: FakeBotAPI._m_true for name in _TRUE_METHODS if name != "answerCallbackQuery"},
 }

@@ -54,6 +54,19 @@ class ProfileItem(StateItem, discriminator="profile"):
     patient_id = UnicodeAttribute(null=True)
     created_at = UTCDateTimeAttribute()
     version = VersionAttribute()
+    # reminders (clinicbot.reminders): kinds switched off, own lead times (hours), 403 from Telegram,
+    # when the last reminder went out (a free-text reply soon after goes to the clinic's operators)
+    reminders_off = ListAttribute(of=UnicodeAttribute, null=True)
+    reminder_leads = ListAttribute(of=NumberAttribute, null=True)
+    unreachable_at = UTCDateTimeAttribute(null=True)
+    last_reminder_at = UTCDateTimeAttribute(null=True)
+    # engagement (clinicbot.engagement): the marketing consent (separate from the personal-data consent, off
+    # by default), the patient's own referral code, the code they joined through (kept until it travels
+    # to the CRM with their first booking), when they were last asked the NPS question
+    marketing_at = UTCDateTimeAttribute(null=True)
+    referral_code = UnicodeAttribute(null=True)
+    referred_by = UnicodeAttribute(null=True)
+    nps_asked_at = UTCDateTimeAttribute(null=True)
 
 
 class DialogueItem(StateItem, discriminator="dialogue"):
@@ -70,12 +83,55 @@ class SlotClaimItem(StateItem, discriminator="slot_claim"):
     """A short-lived claim on an MIS slot while it is being booked (``pk = SLOT#<slot id>``, ``sk = CLAIM``);
     see ``clinicbot.booking.claims_dynamo``. Ids only: the MIS patient id and the Telegram update id."""
 
-    patient_id = UnicodeAttribute()
+    # stored as "claimed_by", not "patient_id": claims stay out of the sparse GSI on patient_id
+    patient_id = UnicodeAttribute(attr_name="claimed_by")
     request_id = UnicodeAttribute()
     expires_at = TTLAttribute()
 
 
-ALL_MODELS: tuple[type[Model], ...] = (StateItem, ProfileItem, DialogueItem, SlotClaimItem)
+class ReferralItem(StateItem, discriminator="referral"):
+    """A patient's referral link (``pk = REF#<code>``, ``sk = REF``; see ``clinicbot.engagement.referrals``):
+    whose random code it is and how many new patients consented through it. Erased with its owner."""
+
+    owner_id = NumberAttribute()
+    owner_patient_id = UnicodeAttribute(null=True)
+    joined = NumberAttribute(default=0)
+    created_at = UTCDateTimeAttribute()
+
+
+class BroadcastMarkItem(StateItem, discriminator="broadcast_mark"):
+    """``pk = USER#<id>``, ``sk = BCAST#<campaign id>``: this campaign is going / went to this patient. Taken
+    before the send, so a campaign reaches a patient at most once; erased with the user's partition."""
+
+    status = UnicodeAttribute()
+    at = UTCDateTimeAttribute()
+    expires_at = TTLAttribute()
+
+
+class CampaignItem(StateItem, discriminator="campaign"):
+    """A broadcast campaign (``pk = CAMPAIGN``, ``sk = <campaign id>``: one Query lists them; see
+    ``clinicbot.engagement.broadcasts``). No personal data: progress is a scan segment number, never a key."""
+
+    texts = JSONAttribute()
+    segment = JSONAttribute()
+    status = UnicodeAttribute()
+    total_segments = NumberAttribute()
+    next_segment = NumberAttribute(default=0)
+    counts = JSONAttribute(null=True)
+    created_at = UTCDateTimeAttribute()
+    updated_at = UTCDateTimeAttribute(null=True)
+    version = VersionAttribute()
+
+
+ALL_MODELS: tuple[type[Model], ...] = (
+    StateItem,
+    ProfileItem,
+    DialogueItem,
+    SlotClaimItem,
+    ReferralItem,
+    BroadcastMarkItem,
+    CampaignItem,
+)
 
 
 def configure(

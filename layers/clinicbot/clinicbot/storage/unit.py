@@ -42,7 +42,22 @@ log = logging.getLogger(__name__)
 RECENT_UPDATES_KEPT = 32
 MAX_CONFLICT_RETRIES = 4
 _MISSING = object()
-_CARD_FIELDS = ("language", "consent_at", "consent_version", "patient_id")
+_CARD_FIELDS = (
+    "language",
+    "consent_at",
+    "consent_version",
+    "patient_id",
+    # reminders
+    "reminders_off",
+    "reminder_leads",
+    "unreachable_at",
+    "last_reminder_at",
+    # engagement
+    "marketing_at",
+    "referral_code",
+    "referred_by",
+    "nps_asked_at",
+)
 
 
 class ConcurrentUpdateError(RuntimeError):
@@ -360,6 +375,18 @@ def _card_of(profile: ProfileItem | None) -> PatientCard | None:
         consent_at=profile.consent_at,
         consent_version=profile.consent_version,
         patient_id=profile.patient_id,
+        reminders_off=tuple(str(k) for k in (profile.reminders_off or ())),
+        reminder_leads=(
+            tuple(int(h) for h in cast(list[int], profile.reminder_leads))
+            if profile.reminder_leads is not None
+            else None
+        ),
+        unreachable_at=profile.unreachable_at,
+        last_reminder_at=profile.last_reminder_at,
+        marketing_at=profile.marketing_at,
+        referral_code=profile.referral_code,
+        referred_by=profile.referred_by,
+        nps_asked_at=profile.nps_asked_at,
     )
 
 

@@ -10,6 +10,14 @@ from clinicbot.telegram.callbacks import ConsentCb, LanguageCb, MenuCb
 
 # (action, label key) in display order; feature routers handle MenuCb(action=...).
 MAIN_MENU: list[tuple[str, str]] = [
+    ("book", "booking.menu"),
+    ("visits", "visits.menu"),
+    ("account", "account.menu"),
+    ("info", "info.menu"),
+    ("callback", "callback.menu"),
+    ("certificate", "certificate.menu"),
+    ("chat", "chat.menu"),
+    ("reminders", "reminders.menu"),
     ("language", "menu.language"),
     ("help", "menu.help"),
 ]

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiogram import F, Router
-from aiogram.filters import Command, CommandStart, StateFilter
+from aiogram.filters import Command, CommandObject, CommandStart, StateFilter
 from aiogram.fsm.context import FSMContext
 from aiogram.methods import SendMessage
 from aiogram.types import CallbackQuery, Message, ReplyKeyboardRemove
@@ -19,6 +19,7 @@ from aiogram.types import CallbackQuery, Message, ReplyKeyboardRemove
 from clinicbot.config import Settings
 from clinicbot.domain.patient import PatientCard
 from clinicbot.domain.phones import normalize_phone
+from clinicbot.engagement.referrals import parse_code as parse_referral_code
 from clinicbot.i18n import LANGUAGES, Translator
 from clinicbot.mis.errors import MisUnavailable
 from clinicbot.mis.models import PatientRegistration
@@ -38,9 +39,18 @@ def build_router() -> Router:
 
     @router.message(CommandStart())
     async def start(
-        message: Message, state: FSMContext, card: PatientCard | None, t: Translator, settings: Settings
+        message: Message,
+        state: FSMContext,
+        card: PatientCard | None,
+        t: Translator,
+        settings: Settings,
+        command: CommandObject | None = None,
     ) -> Any:
         await state.clear()
+        referral = parse_referral_code(command.args if command else None)
+        if referral and (card is None or not card.has_consent):
+            # A referral link (t.me/<bot>?start=<code>): kept until consent; see clinicbot.engagement.referrals
+            await state.update_data(ref=referral)
         if card is not None and card.has_consent:
             if card.is_linked:
                 return message.answer(t("menu.title"), reply_markup=main_menu(t))

@@ -1,0 +1,288 @@
+"""The hand-off consumer: one queue message in, its effect done once, or an error for the queue to retry.
+
+Per message (``HandoffConsumer.process``)::
+
+    parse the envelope                      -> malformed: PoisonMessage (retried, then dead-lettered)
+    claim the idempotency key (HandoffTable) -> done before: "duplicate", nothing happens
+                                             -> another consumer holds it: Busy (retried later)
+    join the sealed fields, validate         -> sealed part gone (erased/expired): "dropped"
+    look up the patient in the MIS (name, phone) for the CRM
+    do it: CRM port call, or a staff reply copied to the patient
+    complete the key, delete the sealed fields
+    any error: release the key and re-raise (the batch reports this message as failed)
+
+A claim is a lease as long as the invocation may still run, so a consumer that dies mid-way does not
+block its message for ever; the window between "done" and "completed" is where a message could take
+effect twice (the webhook's ``webhook-id`` and Bitrix's ``ORIGIN_ID`` check cover that window too).
+
+Within a batch, once a patient's message failed, that patient's later chat messages and staff replies
+fail too ("held"): the queue redelivers them together, so a conversation is not relayed out of order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from clinicbot.handoff.bot_api import DeliveryOutcome, HandoffBotApi, deliver_to_patient
+from clinicbot.handoff.port import Attachment, CrmPort, CrmUnavailable, DeliveryContext
+from clinicbot.handoff.requests import (
+    BOOKING_KIND,
+    CALLBACK_KIND,
+    CERTIFICATE_KIND,
+    CHAT_KIND,
+    NOTICE_KIND,
+    STAFF_REPLY_KIND,
+    BookingCopy,
+    CallbackRequest,
+    CertificateRequest,
+    Envelope,
+    Notice,
+    NoticeReason,
+    PatientInfo,
+    PatientMessage,
+    StaffReply,
+)
+from clinicbot.handoff.retry import Deadline
+from clinicbot.handoff.store import Claim, HandoffStore
+from clinicbot.telegram_api.client import BotApiError
+
+__all__ = [
+    "Busy",
+    "HandoffConsumer",
+    "Held",
+    "PatientSource",
+    "PoisonMessage",
+    "Processed",
+    "Result",
+]
+
+log = logging.getLogger(__name__)
+
+
+class PoisonMessage(Exception):
+    """The message can never be processed as it is (not JSON, unknown kind, invalid fields)."""
+
+
+class Busy(Exception):
+    """Another consumer is processing the same idempotency key right now."""
+
+
+class Held(Exception):
+    """Not attempted: an earlier message of the same patient failed in this batch."""
+
+
+class Result(StrEnum):
+    PROCESSED = "processed"
+    DUPLICATE = "duplicate"
+    DROPPED = "dropped"
+
+
+@dataclass(frozen=True)
+class Processed:
+    result: Result
+    kind: str
+    detail: str | None = None
+
+
+class PatientSource(Protocol):
+    """Who a patient is (MIS) and which Telegram user an MIS patient is (StateTable), for the CRM."""
+
+    async def patient(self, patient_id: str) -> PatientInfo | None: ...
+
+    def telegram_user_of(self, patient_id: str) -> int | None: ...
+
+
+class MisPatients:
+    """:class:`PatientSource` over the MIS port and (optionally) the StateTable's patient index."""
+
+    def __init__(self, mis: Any, directory: Callable[[str], int | None] | None = None) -> None:
+        self._mis = mis
+        self._directory = directory
+
+    async def patient(self, patient_id: str) -> PatientInfo | None:
+        from clinicbot.mis.errors import MisUnavailable, NotFound
+
+        try:
+            found = await self._mis.patient(patient_id)
+        except NotFound:
+            return None
+        except MisUnavailable as exc:
+            raise CrmUnavailable("the MIS is unavailable: cannot look the patient up") from exc
+        return PatientInfo(
+            patient_id=found.id, first_name=found.first_name, last_name=found.last_name, phone=found.phone
+        )
+
+    def telegram_user_of(self, patient_id: str) -> int | None:
+        if self._directory is None:
+            return None
+        try:
+            return self._directory(patient_id)
+        except Exception:
+            log.warning("could not look up the Telegram user of an MIS patient", exc_info=True)
+            return None
+
+
+@dataclass
+class HandoffConsumer:
+    crm: CrmPort
+    store: HandoffStore
+    bot: HandoffBotApi | None = None
+    patients: PatientSource | None = None
+    lease_margin: float = 30.0
+    _failed_users: set[int] = field(default_factory=set)
+
+    def new_batch(self) -> None:
+        self._failed_users.clear()
+
+    async def process(
+        self, body: str, *, receive_count: int = 1, deadline: Deadline | None = None
+    ) -> Processed:
+        deadline = deadline or Deadline.after(20)
+        try:
+            envelope = Envelope.model_validate(json.loads(body))
+        except (ValueError, ValidationError):
+            raise PoisonMessage("the message is not a hand-off envelope") from None
+        user = _user_of(envelope)
+        if user is not None and user in self._failed_users and envelope.kind in (CHAT_KIND, STAFF_REPLY_KIND):
+            raise Held("an earlier message of this patient failed in this batch")
+        key = envelope.idempotency_key
+        claim = self.store.claim(key, deadline.remaining + self.lease_margin)
+        if claim is Claim.DONE:
+            log.info("duplicate hand-off message skipped", extra={"kind": envelope.kind})
+            return Processed(Result.DUPLICATE, envelope.kind)
+        if claim is Claim.BUSY:
+            raise Busy("the same message is being processed elsewhere")
+        try:
+            processed = await self._dispatch(envelope, receive_count > 1, deadline)
+        except BaseException:
+            if user is not None:
+                self._failed_users.add(user)
+            self.store.release(key)
+            raise
+        self.store.complete(key)
+        if envelope.payload.get("sealed") and user is not None:
+            self.store.unseal(user, key)  # the CRM has it now: the bot keeps no copy
+        log.info(
+            "hand-off message processed", extra={"kind": envelope.kind, "result": processed.result.value}
+        )
+        return processed
+
+    # ------------------------------------------------------------------ dispatch
+    async def _dispatch(self, envelope: Envelope, redelivery: bool, deadline: Deadline) -> Processed:
+        payload = dict(envelope.payload)
+        kind = envelope.kind
+        if payload.get("sealed"):
+            user = _user_of(envelope)
+            sealed = self.store.sealed(user, envelope.idempotency_key) if user is not None else None
+            if sealed is None:
+                log.warning(
+                    "sealed part of a hand-off message is gone (erased or expired)", extra={"kind": kind}
+                )
+                return Processed(Result.DROPPED, kind, "sealed-part-gone")
+            payload.update(sealed)
+        ctx = DeliveryContext(
+            idempotency_key=envelope.idempotency_key,
+            redelivery=redelivery,
+            deadline=deadline,
+            fetch_file=self._fetch_file if self.bot is not None else None,
+        )
+        try:
+            if kind == CALLBACK_KIND:
+                callback = CallbackRequest.model_validate(payload)
+                callback = await self._with_user(callback, callback.patient_id)
+                ctx.patient = await self._patient(callback.patient_id)
+                await self.crm.submit_callback(callback, ctx)
+            elif kind == CERTIFICATE_KIND:
+                certificate = CertificateRequest.model_validate(payload)
+                ctx.patient = await self._patient(certificate.patient_id)
+                await self.crm.submit_certificate(certificate, ctx)
+            elif kind == CHAT_KIND:
+                message = PatientMessage.model_validate(payload)
+                if message.first and message.patient_id:
+                    ctx.patient = await self._patient(message.patient_id)
+                await self.crm.relay_message(message, ctx)
+            elif kind == BOOKING_KIND:
+                booking = BookingCopy.model_validate(payload)
+                booking = await self._with_user(booking, booking.patient_id)
+                ctx.patient = await self._patient(booking.patient_id)
+                await self.crm.mirror_booking(booking, ctx)
+            elif kind == NOTICE_KIND:
+                await self.crm.notify(Notice.model_validate(payload), ctx)
+            elif kind == STAFF_REPLY_KIND:
+                return await self._staff_reply(StaffReply.model_validate(payload), ctx)
+            else:
+                payload.pop("sealed", None)
+                patient_id = payload.get("patient_id")
+                if (
+                    payload.get("user_id") is None
+                    and isinstance(patient_id, str)
+                    and self.patients is not None
+                ):
+                    payload["user_id"] = self.patients.telegram_user_of(patient_id)
+                await self.crm.forward(kind, payload, ctx)
+        except ValidationError as exc:
+            fields = sorted({".".join(str(p) for p in e["loc"]) for e in exc.errors()})
+            raise PoisonMessage(f"{kind}: invalid fields {fields}") from None
+        return Processed(Result.PROCESSED, kind)
+
+    async def _with_user(self, model: Any, patient_id: str) -> Any:
+        if getattr(model, "user_id", None) is None and self.patients is not None:
+            user = self.patients.telegram_user_of(patient_id)
+            if user is not None:
+                return model.model_copy(update={"user_id": user})
+        return model
+
+    async def _patient(self, patient_id: str | None) -> PatientInfo | None:
+        if not patient_id or self.patients is None:
+            return None
+        return await self.patients.patient(patient_id)
+
+    async def _fetch_file(self, file_id: str) -> Attachment | None:
+        assert self.bot is not None
+        return await self.bot.fetch_file(file_id)
+
+    async def _staff_reply(self, reply: StaffReply, ctx: DeliveryContext) -> Processed:
+        if self.bot is None:
+            raise PoisonMessage("staff replies need the Bot API")
+        delivery = await deliver_to_patient(
+            self.bot,
+            reply.user_id,
+            copy_from=(reply.group_id, reply.message_id),
+            protect_content=True,  # staff may send documents: the patient can read, not forward them
+            deadline=ctx.deadline,
+        )
+        if delivery.outcome is DeliveryOutcome.DELIVERED:
+            try:  # 👌 under the staff member's message: the patient has it (best effort)
+                await self.bot.call(
+                    "setMessageReaction",
+                    request_timeout=ctx.deadline.timeout(5.0),
+                    chat_id=reply.group_id,
+                    message_id=reply.message_id,
+                    reaction=[{"type": "emoji", "emoji": "👌"}],
+                )
+            except BotApiError:
+                log.info("could not mark a delivered staff reply")
+            return Processed(Result.PROCESSED, STAFF_REPLY_KIND)
+        reason = (
+            NoticeReason.PATIENT_BLOCKED
+            if delivery.outcome is DeliveryOutcome.BLOCKED
+            else NoticeReason.UNDELIVERABLE
+        )
+        log.info("staff reply not delivered", extra={"outcome": delivery.outcome.value})
+        await self.crm.notify(Notice(user_id=reply.user_id, reason=reason, about=str(reply.message_id)), ctx)
+        return Processed(Result.DROPPED, STAFF_REPLY_KIND, delivery.outcome.value)
+
+
+def _user_of(envelope: Envelope) -> int | None:
+    value = envelope.payload.get("user_id")
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
