@@ -529,6 +529,27 @@ async def back_to_calendar(
 
 
 # =========================================================================== the router
+async def to_confirmation(
+    query: CallbackQuery,
+    state: FSMContext,
+    t: Translator,
+    schedule: ScheduleReader,
+    mis: MisPort,
+    patient_id: str,
+    flow: str,
+    data: dict[str, Any],
+    slot: Slot,
+    **updates: Any,
+) -> Reply:
+    """The confirmation screen for ``slot`` (booking or moving a visit), from any step that chose one."""
+    old = await moving(mis, patient_id, data)
+    text, markup = await screen_confirm(t, flow, data, schedule, slot, old=old)
+    await state.set_state(BookingSG.confirm)
+    await state.update_data(sl=slot.id, **updates)
+    await query.answer()
+    return show(query, text, markup)
+
+
 def build_router() -> Router:
     router = Router(name="booking")
     gate = PatientGate()
@@ -708,12 +729,7 @@ def build_router() -> Router:
             text, markup = await screen_times(t, callback_data.f, data, schedule, chosen_day, slots)
             await refresh(query, text, markup)
             return None
-        old = await moving(mis, patient_id, data)
-        text, markup = await screen_confirm(t, callback_data.f, data, schedule, slot, old=old)
-        await state.set_state(BookingSG.confirm)
-        await state.update_data(sl=slot.id)
-        await query.answer()
-        return show(query, text, markup)
+        return await to_confirmation(query, state, t, schedule, mis, patient_id, callback_data.f, data, slot)
 
     @router.callback_query(BookNav.filter(F.a == "earliest"))
     async def earliest(
@@ -734,13 +750,10 @@ def build_router() -> Router:
             await query.answer(t("booking.gone"), show_alert=True)
             return await back_to_calendar(query, state, t, data, schedule, now, redraw=True)
         slot = slots[0]
-        branches = await schedule.branches()
-        old = await moving(mis, patient_id, data)
-        text, markup = await screen_confirm(t, callback_data.f, data, schedule, slot, old=old)
-        await state.set_state(BookingSG.confirm)
-        await state.update_data(sl=slot.id, y=f"{local_day(slot, branches):%Y%m%d}")
-        await query.answer()
-        return show(query, text, markup)
+        day = f"{local_day(slot, await schedule.branches()):%Y%m%d}"
+        return await to_confirmation(
+            query, state, t, schedule, mis, patient_id, callback_data.f, data, slot, y=day
+        )
 
     @router.callback_query(BookAlt.filter())
     async def alternative(
@@ -760,13 +773,10 @@ def build_router() -> Router:
         slot = await schedule.slot(slot_id) if slot_id else None
         if slot is None or slot.start <= now:
             return query.answer(t("booking.unknown_choice"), show_alert=True)
-        branches = await schedule.branches()
-        old = await moving(mis, patient_id, data)
-        text, markup = await screen_confirm(t, callback_data.f, data, schedule, slot, old=old)
-        await state.set_state(BookingSG.confirm)
-        await state.update_data(sl=slot.id, y=f"{local_day(slot, branches):%Y%m%d}", alt=None)
-        await query.answer()
-        return show(query, text, markup)
+        day = f"{local_day(slot, await schedule.branches()):%Y%m%d}"
+        return await to_confirmation(
+            query, state, t, schedule, mis, patient_id, callback_data.f, data, slot, y=day, alt=None
+        )
 
     @router.callback_query(BookOk.filter())
     async def confirm(
