@@ -51,6 +51,7 @@ bench: setup
 	$(RUN) python -m bench.cold_start
 	$(RUN) python -m bench.dialogue
 	$(RUN) python -m bench.sync --layer
+	$(RUN) python -m bench.reminders
 
 invoke: setup
 	$(RUN) python -m clinicbot invoke $(FN) $(EVENT)
