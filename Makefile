@@ -42,7 +42,7 @@ check-requirements: $(UV)
 		|| { echo "$(REQS) drifted from uv.lock: run 'make requirements'" >&2; exit 1; }
 
 pytest:
-	$(RUN) pytest
+	$(RUN) pytest -n 2 --dist loadfile
 
 sam-build:
 	scripts/sam-build.sh

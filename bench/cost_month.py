@@ -100,8 +100,18 @@ SESSIONS_PER_MONTH = {
     "callback": 150,  # call me back: 6 steps
     "chat": 250,  # write to the clinic: 4 steps
 }
+SESSION_STEPS = {
+    "onboarding": 3,
+    "booking": 8,
+    "visits": 2,
+    "faq": 1,
+    "menu": 2,
+    "callback": 6,
+    "chat": 4,
+    "reaction": 1,
+}
 REACT_TO_REMINDER = 0.5  # share of reminders/surveys with buttons that the patient presses
-LINKED_PATIENTS = 400  # patients linked before the sample
+LINKED_PATIENTS = 250  # patients linked before the sample (more than a sync run's page of 200)
 VISITS_PER_DAY = 28  # visits of linked patients per day (booked by the bot or by phone)
 
 
@@ -209,7 +219,9 @@ class Recorder:
             self._side.on = False
 
     def _get(self, client: Any, table: str, key: dict[str, Any]) -> dict[str, Any] | None:
-        item = self._side_call(client, "GetItem", {"TableName": table, "Key": key, "ConsistentRead": True}).get("Item")
+        item = self._side_call(
+            client, "GetItem", {"TableName": table, "Key": key, "ConsistentRead": True}
+        ).get("Item")
         return item or None
 
     def _dynamodb(self, client: Any, operation: str, params: dict[str, Any]) -> Any:
@@ -224,7 +236,9 @@ class Recorder:
         )
 
         inv = self.current
-        rollup = operation == "UpdateItem" and str((params.get("Key") or {}).get("pk", {}).get("S", "")).startswith("USAGE#")
+        rollup = operation == "UpdateItem" and str(
+            (params.get("Key") or {}).get("pk", {}).get("S", "")
+        ).startswith("USAGE#")
         rru = wru = 0.0
         tables: set[str] = set()
 
@@ -241,7 +255,10 @@ class Recorder:
             if operation in ("Query", "Scan"):
                 answer = self._original(client, operation, params)
                 items = answer.get("Items") or []
-                if any(k in params for k in ("FilterExpression", "ProjectionExpression")) or params.get("Select") == "COUNT":
+                if (
+                    any(k in params for k in ("FilterExpression", "ProjectionExpression"))
+                    or params.get("Select") == "COUNT"
+                ):
                     items = self._side_call(client, operation, _unfiltered(params)).get("Items") or []
                 rru = read_units_for_items(items, consistent=bool(params.get("ConsistentRead")))
                 tables.add(params["TableName"])
@@ -252,7 +269,9 @@ class Recorder:
                     got = (answer.get("Responses") or {}).get(table) or []
                     consistent = bool(request.get("ConsistentRead"))
                     rru += sum(read_units(item_size(i), consistent=consistent) for i in got)
-                    rru += read_units(0, consistent=consistent) * max(0, len(request.get("Keys") or []) - len(got))
+                    rru += read_units(0, consistent=consistent) * max(
+                        0, len(request.get("Keys") or []) - len(got)
+                    )
                     tables.add(table)
                 return answer
             if operation == "TransactGetItems":
@@ -276,13 +295,17 @@ class Recorder:
                             writes.append((table, key, self._get(client, table, key), item, False, "PutItem"))
                         else:
                             key = request["DeleteRequest"]["Key"]
-                            writes.append((table, key, self._get(client, table, key), None, False, "DeleteItem"))
+                            writes.append(
+                                (table, key, self._get(client, table, key), None, False, "DeleteItem")
+                            )
             elif operation == "TransactWriteItems":
                 for entry in params["TransactItems"]:
                     ((kind, spec),) = entry.items()
                     table = spec["TableName"]
                     key = spec.get("Key") or schema(table).key_of(spec.get("Item") or {})
-                    op = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem"}.get(kind, "ConditionCheck")
+                    op = {"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem"}.get(
+                        kind, "ConditionCheck"
+                    )
                     writes.append((table, key, self._get(client, table, key), spec.get("Item"), True, op))
             else:
                 return self._original(client, operation, params)
@@ -321,10 +344,16 @@ class Recorder:
 
 def _unfiltered(params: dict[str, Any]) -> dict[str, Any]:
     """The same page without its filter and projection: the items DynamoDB evaluated (and bills)."""
-    side = {k: v for k, v in params.items() if k not in ("FilterExpression", "ProjectionExpression", "Select")}
+    side = {
+        k: v for k, v in params.items() if k not in ("FilterExpression", "ProjectionExpression", "Select")
+    }
     used = " ".join(str(side.get(k, "")) for k in ("KeyConditionExpression",))
     names = {k: v for k, v in (side.get("ExpressionAttributeNames") or {}).items() if k in used}
-    values = {k: v for k, v in (side.get("ExpressionAttributeValues") or {}).items() if re.search(re.escape(k) + r"\b", used)}
+    values = {
+        k: v
+        for k, v in (side.get("ExpressionAttributeValues") or {}).items()
+        if re.search(re.escape(k) + r"\b", used)
+    }
     side.pop("ExpressionAttributeNames", None)
     side.pop("ExpressionAttributeValues", None)
     if names:
@@ -347,7 +376,13 @@ def init_cpu_seconds(function: str, env: dict[str, str], runs: int) -> float:
     samples = []
     for _ in range(runs):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        subprocess.run([sys.executable, "-c", code], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         samples.append((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime))
     return statistics.median(samples)
@@ -362,7 +397,9 @@ class Patient:
 
 
 class Sim:
-    def __init__(self, args: argparse.Namespace, modules: dict[str, Any], recorder: Recorder, world: dict[str, Any]) -> None:
+    def __init__(
+        self, args: argparse.Namespace, modules: dict[str, Any], recorder: Recorder, world: dict[str, Any]
+    ) -> None:
         self.args = args
         self.rng = random.Random(args.seed)
         self.modules = modules
@@ -449,7 +486,10 @@ class Sim:
 
         for _ in range(20):
             received = self.sqs.receive_message(
-                QueueUrl=self.queues.url, MaxNumberOfMessages=10, AttributeNames=["All"], MessageAttributeNames=["All"]
+                QueueUrl=self.queues.url,
+                MaxNumberOfMessages=10,
+                AttributeNames=["All"],
+                MessageAttributeNames=["All"],
             )
             messages = received.get("Messages") or []
             if not messages:
@@ -474,16 +514,14 @@ class Sim:
 
     def last_with_buttons(self, user_id: int) -> Any:
         for call in reversed(self.botapi.calls):
-            if str(call.params.get("chat_id")) == str(user_id) and call.method in (
-                "sendMessage",
-                "editMessageText",
-                "sendVenue",
-            ):
-                if _buttons(call):
-                    return call
+            shown = call.method in ("sendMessage", "editMessageText", "sendVenue")
+            if shown and str(call.params.get("chat_id")) == str(user_id) and _buttons(call):
+                return call
         return None
 
-    def press(self, user: Any, label: str | None = None, *, prefix: str | None = None, index: int = 0) -> bool:
+    def press(
+        self, user: Any, label: str | None = None, *, prefix: str | None = None, index: int = 0
+    ) -> bool:
         from tests.harness import callback_update
 
         call = self.last_with_buttons(user.id)
@@ -657,10 +695,16 @@ def _function_meter(fn: str, module: Any) -> tuple[Callable[..., Any], Any]:
 
 
 # =================================================================================== the month
-def session_starts(rng: random.Random, start: datetime, days: float, per_month: dict[str, float]) -> list[tuple[datetime, str]]:
+def session_starts(
+    rng: random.Random, start: datetime, days: float, per_month: dict[str, float]
+) -> list[tuple[datetime, str]]:
     """Session start times over ``days`` days from ``start`` on the clinic's day curve."""
     total_hours = int(days * 24)
-    hour_weight = [HOUR_WEIGHTS[(start + timedelta(hours=h)).astimezone(MSK).hour] * DAY_WEIGHTS[(start + timedelta(hours=h)).astimezone(MSK).weekday()] for h in range(total_hours)]
+    hour_weight = [
+        HOUR_WEIGHTS[(start + timedelta(hours=h)).astimezone(MSK).hour]
+        * DAY_WEIGHTS[(start + timedelta(hours=h)).astimezone(MSK).weekday()]
+        for h in range(total_hours)
+    ]
     month_weight = sum(HOUR_WEIGHTS) * sum(DAY_WEIGHTS) / 7 * MONTH_DAYS
     out: list[tuple[datetime, str]] = []
     for kind, monthly in per_month.items():
@@ -683,13 +727,13 @@ def _poisson(rng: random.Random, lam: float) -> int:
         k += 1
 
 
-def month_arrivals(rng: random.Random, start: datetime, updates_per_session: dict[str, float], scale: float) -> list[float]:
-    """A whole month of webhook arrival times (epoch seconds), sessions spread on the day curve."""
-    per_month = {k: v * scale for k, v in SESSIONS_PER_MONTH.items()}
+def month_arrivals(
+    rng: random.Random, start: datetime, per_month: dict[str, float], steps: dict[str, int]
+) -> list[float]:
+    """A whole month of webhook arrival times (epoch seconds): sessions on the day curve, their steps 15 s apart."""
     times: list[float] = []
     for at, kind in session_starts(rng, start, MONTH_DAYS, per_month):
-        steps = max(1, round(updates_per_session.get(kind, 1)))
-        times.extend(at.timestamp() + i * STEP.total_seconds() for i in range(steps))
+        times.extend(at.timestamp() + i * STEP.total_seconds() for i in range(max(1, steps.get(kind, 1))))
     return sorted(times)
 
 
@@ -726,7 +770,15 @@ def setup_world(args: argparse.Namespace) -> dict[str, Any]:
             "CLINICBOT_CRM_SECRET": TEST_CRM_SECRET,
         }
     )
-    return {"server": server, "client": client, "names": names, "sqs": sqs, "queues": queues, "botapi": botapi, "crm": crm}
+    return {
+        "server": server,
+        "client": client,
+        "names": names,
+        "sqs": sqs,
+        "queues": queues,
+        "botapi": botapi,
+        "crm": crm,
+    }
 
 
 def seed_patients(sim: Sim, count: int) -> None:
@@ -739,9 +791,17 @@ def seed_patients(sim: Sim, count: int) -> None:
     for _ in range(count):
         sim.next_user += 1
         phone = f"+7 925 {sim.next_user % 10_000_000:07d}"
-        patient = asyncio.run(sim.mis.register_patient(PatientRegistration(first_name="Пациент", phone=phone)))
+        patient = asyncio.run(
+            sim.mis.register_patient(PatientRegistration(first_name="Пациент", phone=phone))
+        )
         unit = StateUnit(dialogue_ttl_seconds=72 * 3600)
-        unit.save_card(sim.next_user, language="ru", consent_at=datetime.now(UTC), consent_version="1", patient_id=patient.id)
+        unit.save_card(
+            sim.next_user,
+            language="ru",
+            consent_at=datetime.now(UTC),
+            consent_version="1",
+            patient_id=patient.id,
+        )
         unit.flush()
         sim.patients.append(Patient(sim.next_user, patient.id, phone))
 
@@ -764,25 +824,35 @@ def seed_visits(sim: Sim, first: date, days: int, per_day: int) -> int:
     return booked
 
 
-def main() -> None:  # noqa: PLR0915
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=20_000, help="patient messages in the month")
     parser.add_argument("--days", type=float, default=3.0, help="days simulated at the month's intensity")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--memory", type=int, default=512, help="MB of every function (the template's Globals)")
+    parser.add_argument("--sync-runs", type=int, default=36, help="MIS sync runs measured in the sample")
+    parser.add_argument(
+        "--memory", type=int, default=512, help="MB of every function (the template's Globals)"
+    )
     parser.add_argument("--idle-minutes", type=float, default=10.0, help="an environment idle longer is gone")
     parser.add_argument("--region", default=REGION, choices=["eu-central-1", "us-east-1"])
     parser.add_argument("--prices", help="another prices file (shape of clinicbot/data/prices.json)")
     parser.add_argument("--no-init-boost", action="store_true", help="INIT runs at memory/1769 of a vCPU too")
-    parser.add_argument("--init-runs", type=int, default=1, help="fresh interpreters per function for INIT CPU")
+    parser.add_argument(
+        "--init-runs", type=int, default=1, help="fresh interpreters per function for INIT CPU"
+    )
     parser.add_argument("--write-readme", action="store_true", help="rewrite README.md's cost table")
     parser.add_argument("--write-model", action="store_true", help="write clinicbot/data/cost_model.json")
     args = parser.parse_args()
 
+    import faulthandler
+    import signal
+
+    faulthandler.register(signal.SIGUSR1)  # kill -USR1 <pid>: where is it now?
     os.environ.update(BENCH_ENV)
     for name in ("AWS_ENDPOINT_URL_DYNAMODB", "AWS_PROFILE"):
         os.environ.pop(name, None)
     logging.getLogger().setLevel(logging.WARNING)
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # the moto server's request log
     import time_machine
 
     from clinicbot.infra.template import load_template, table_definitions
@@ -791,11 +861,18 @@ def main() -> None:  # noqa: PLR0915
 
     started = time.perf_counter()
     world = setup_world(args)
-    schemas = {world["names"][lid]: TableSchema.from_definition(world["names"][lid], d) for lid, d in table_definitions().items()}
+    schemas = {
+        world["names"][lid]: TableSchema.from_definition(world["names"][lid], d)
+        for lid, d in table_definitions().items()
+    }
     template = load_template()
     alarms = sum(1 for r in template["Resources"].values() if r.get("Type") == "AWS::CloudWatch::Alarm")
+    tracing = (template.get("Globals") or {}).get("Function", {}).get("Tracing") == "Active"
 
-    print(f"measuring INIT CPU of each function in a fresh interpreter ({args.init_runs} run(s) each)…", flush=True)
+    print(
+        f"measuring INIT CPU of each function in a fresh interpreter ({args.init_runs} run(s) each)…",
+        flush=True,
+    )
     env = {**os.environ}
     init_cpu = {fn: init_cpu_seconds(fn, env, args.init_runs) for fn in FUNCTIONS}
 
@@ -816,7 +893,10 @@ def main() -> None:  # noqa: PLR0915
         _quiet_handlers(recorder.stream)
         world.update(traveller=traveller, mis=mis)
         sim = Sim(args, modules, recorder, world)
-        print(f"warm-up: {LINKED_PATIENTS} linked patients, visits around the sample, two MIS sync runs…", flush=True)
+        print(
+            f"warm-up: {LINKED_PATIENTS} linked patients, visits around the sample, two MIS sync runs…",
+            flush=True,
+        )
         seed_patients(sim, LINKED_PATIENTS)
         seeded = seed_visits(sim, warmup_start.astimezone(MSK).date(), int(args.days) + 7, VISITS_PER_DAY)
         sim.sync_tick()
@@ -828,9 +908,13 @@ def main() -> None:  # noqa: PLR0915
         tick = window_start
         while tick < window_end:
             sim.schedule(tick, "reminders", sim.reminders_tick)
-            if int((tick - window_start).total_seconds()) % int(SYNC_EVERY.total_seconds()) == 0:
-                sim.schedule(tick + timedelta(seconds=1), "sync", sim.sync_tick)
             tick += REMINDER_EVERY
+        # the MIS sync: every run costs about the same (its patient page is full), so a sample of the runs
+        # is measured (spread evenly) and the month has 2,880 of them
+        slots = int(args.days * 86400 // SYNC_EVERY.total_seconds())
+        every = max(1, math.ceil(slots / max(1, args.sync_runs)))
+        for i in range(0, slots, every):
+            sim.schedule(window_start + i * SYNC_EVERY + timedelta(seconds=1), "sync", sim.sync_tick)
         for at, kind in session_starts(sim.rng, window_start, args.days, dict(SESSIONS_PER_MONTH)):
             sim.schedule(at, kind, lambda kind=kind: sim.session(kind))
         print(f"sample: {args.days:g} days from {window_start.astimezone(MSK):%a %Y-%m-%d} (Moscow), "
@@ -841,7 +925,7 @@ def main() -> None:  # noqa: PLR0915
 
     wall = time.perf_counter() - started
     model = LambdaModel(memory_mb=args.memory, init_boost=not args.no_init_boost)
-    result = month(args, sim, recorder, init_cpu, model, alarms, storage_bytes, window_start)
+    result = month(args, sim, recorder, init_cpu, model, alarms, storage_bytes, window_start, tracing)
     report(args, result, sim, seeded, wall, storage_items, init_cpu)
     for fn in ("handoff",):
         with contextlib.suppress(Exception):
@@ -855,7 +939,10 @@ def _quiet_handlers(stream: CountingStream) -> None:
     """The functions' powertools loggers write JSON to stdout: count those bytes (log ingestion) instead."""
     for name in ("clinicbot", "", "service_undefined"):
         for handler in logging.getLogger(name).handlers:
-            if isinstance(handler, logging.StreamHandler) and getattr(handler, "stream", None) in (sys.stdout, sys.stderr):
+            if isinstance(handler, logging.StreamHandler) and getattr(handler, "stream", None) in (
+                sys.stdout,
+                sys.stderr,
+            ):
                 handler.setStream(stream)  # type: ignore[arg-type]
 
 
@@ -904,6 +991,7 @@ def month(
     alarms: int,
     storage_bytes: int,
     window_start: datetime,
+    tracing: bool = True,
 ) -> MonthResult:
     from clinicbot.metering.cost import (
         HOURS_PER_MONTH,
@@ -925,29 +1013,53 @@ def month(
     scale_time = MONTH_DAYS / args.days
     patient_updates = sum(i.patient_updates for i in invs)
     scale_traffic = args.messages / max(1, patient_updates * scale_time) * scale_time
-    scale = {"webhook": scale_traffic, "handoff": scale_traffic, "reminders": scale_time, "mis_sync": scale_time}
+    scale = {
+        "webhook": scale_traffic,
+        "handoff": scale_traffic,
+        "reminders": scale_time,
+        "mis_sync": scale_time,
+    }
 
     def requests_of(inv: Invocation) -> Requests:
-        return Requests(ddb=inv.ddb, sqs=inv.sqs, botapi=inv.botapi, mis=inv.usage.get("mis", 0), crm=inv.usage.get("crm", 0))
+        return Requests(
+            ddb=inv.ddb,
+            sqs=inv.sqs,
+            botapi=inv.botapi,
+            mis=inv.usage.get("mis", 0),
+            crm=inv.usage.get("crm", 0),
+        )
 
     def billed(inv: Invocation, m: Any = model) -> float:
         return float(m.billed_ms(inv.fn, inv.cpu_ms, requests_of(inv)))
 
     # a whole month of arrivals for the cold-start simulation
     rng = random.Random(args.seed + 1)
-    updates_per_session: dict[str, float] = {}
-    counts = sim.session_counts
-    for kind in SESSIONS_PER_MONTH:
-        updates_per_session[kind] = 3.0 if kind == "onboarding" else {"booking": 8, "visits": 2, "faq": 1, "menu": 2, "callback": 6, "chat": 4}[kind]
+    per_month = {k: float(v) for k, v in SESSIONS_PER_MONTH.items()}
+    per_month["reaction"] = sim.session_counts["reaction"] * scale_time
+    expected = sum(per_month[k] * SESSION_STEPS[k] for k in per_month)
+    per_month = {k: v * args.messages / max(1.0, expected) for k, v in per_month.items()}
     month_start = window_start
-    arrivals = month_arrivals(rng, month_start, updates_per_session, scale=args.messages / 18_000)
-    reminder_times = [month_start.timestamp() + i * REMINDER_EVERY.total_seconds() for i in range(int(MONTH_DAYS * 86400 / REMINDER_EVERY.total_seconds()))]
-    sync_times = [month_start.timestamp() + i * SYNC_EVERY.total_seconds() for i in range(int(MONTH_DAYS * 86400 / SYNC_EVERY.total_seconds()))]
-    handoff_n = int(round(len(by_fn["handoff"]) * scale["handoff"]))
+    arrivals = month_arrivals(rng, month_start, per_month, SESSION_STEPS)
+    reminder_times = [
+        month_start.timestamp() + i * REMINDER_EVERY.total_seconds()
+        for i in range(int(MONTH_DAYS * 86400 / REMINDER_EVERY.total_seconds()))
+    ]
+    sync_times = [
+        month_start.timestamp() + i * SYNC_EVERY.total_seconds()
+        for i in range(int(MONTH_DAYS * 86400 / SYNC_EVERY.total_seconds()))
+    ]
+    handoff_n = round(len(by_fn["handoff"]) * scale["handoff"])
     handoff_times = sorted(rng.sample(arrivals, min(handoff_n, len(arrivals)))) if arrivals else []
-    timelines = {"webhook": arrivals, "reminders": reminder_times, "mis_sync": sync_times, "handoff": handoff_times}
+    timelines = {
+        "webhook": arrivals,
+        "reminders": reminder_times,
+        "mis_sync": sync_times,
+        "handoff": handoff_times,
+    }
 
-    def profile_for(m: Any, *, quiet: bool = False, metrics_on: bool = False) -> tuple[MonthProfile, dict[str, dict[str, float]]]:
+    def profile_for(
+        m: Any, *, quiet: bool = False, metrics_on: bool = False
+    ) -> tuple[MonthProfile, dict[str, dict[str, float]]]:
         prof = MonthProfile(alarms=alarms, pitr=True)
         per_fn: dict[str, dict[str, float]] = {}
         for fn in FUNCTIONS:
@@ -962,11 +1074,13 @@ def month(
             mean_ms = statistics.fmean(billed(i, m) for i in sample) if sample else 0.0
             pool = EnvironmentPool(args.idle_minutes * 60)
             init_ms = m.init_ms(init_cpu[fn] * 1000)
-            times = [] if not n_month else (timelines[fn] if fn in ("reminders", "mis_sync") else timelines[fn])
+            times = timelines[fn] if n_month else []
             for at in times:
                 pool.invoke(at, mean_ms / 1000, init_ms / 1000)
             cold = pool.cold_starts * (n_month / max(1, len(times))) if times else 0
-            prof.functions[fn] = FunctionMonth(fn, n_month, mean_ms * n_month, cold, init_ms * cold, m.memory_mb)
+            prof.functions[fn] = FunctionMonth(
+                fn, n_month, mean_ms * n_month, cold, init_ms * cold, m.memory_mb
+            )
             per_fn[fn] = {
                 "invocations": n_month,
                 "mean_cpu_ms": statistics.fmean(i.cpu_ms for i in sample) if sample else 0.0,
@@ -996,7 +1110,13 @@ def month(
         # each a 20-second long poll, around the clock
         prof.sqs_idle_receives = 5 * 3 * 60 * 24 * MONTH_DAYS
         prof.scheduler_invocations = len(reminder_times) + len(sync_times)
-        prof.log_storage_gb = prof.log_ingest_gb  # 30-day retention: a month of logs kept, uncompressed (upper bound)
+        if (
+            tracing
+        ):  # Tracing: Active: at this traffic the default rule (1 a second + 5 %) samples every invocation
+            prof.xray_traces = sum(f.invocations for f in prof.functions.values())
+        prof.log_storage_gb = (
+            prof.log_ingest_gb
+        )  # 30-day retention: a month of logs kept, uncompressed (upper bound)
         prof.ddb_storage_gb = storage_bytes / 1e9
         # custom metrics: hours with data, from the sample (what the functions emitted) scaled to the month
         hours: dict[str, set[int]] = defaultdict(set)
@@ -1013,19 +1133,27 @@ def month(
             for key in inv.usage:
                 if key.startswith("msg."):
                     usage_hours[f"{MESSAGES_METRIC}[kind={key[4:]}]"].add(hour)
-        sample_hours = args.days * 24
-        prof.metric_hours = {m_: len(h) / sample_hours * HOURS_PER_MONTH for m_, h in hours.items()}
+        sample_hours = max(1, math.ceil(args.days * 24))
+
+        def month_hours(h: set[int]) -> float:
+            return min(HOURS_PER_MONTH, len(h) / sample_hours * HOURS_PER_MONTH)
+
+        prof.metric_hours = {m_: month_hours(h) for m_, h in hours.items()}
         if metrics_on:
-            prof.metric_hours.update({f"usage:{m_}": len(h) / sample_hours * HOURS_PER_MONTH for m_, h in usage_hours.items()})
+            prof.metric_hours.update({f"usage:{m_}": month_hours(h) for m_, h in usage_hours.items()})
             prof.usage_metric_names = frozenset(f"usage:{m_}" for m_ in usage_hours)
         # KMS: DynamoDB re-decrypts a table key for a caller after 5 minutes (modelled, per function and table)
-        access: dict[tuple[str, str], list[float]] = defaultdict(list)
-        for inv in invs:
-            if quiet and inv.fn in ("webhook", "handoff"):
+        # on the month's timeline of each function: the share of its invocations that touched each table
+        kms = 0
+        for fn in FUNCTIONS:
+            sample = by_fn.get(fn, [])
+            if not sample or (quiet and fn in ("webhook", "handoff")):
                 continue
-            for table in inv.tables:
-                access[(inv.fn, table)].append(inv.at)
-        prof.kms_requests = sum(decrypts(t) for t in access.values()) * scale_time
+            touched = Counter(t for inv in sample for t in inv.tables)
+            for _table, n in touched.items():
+                step = max(1, round(len(sample) / n))
+                kms += decrypts(timelines[fn][::step])
+        prof.kms_requests = kms
         return prof, per_fn
 
     profile, per_fn = profile_for(model)
@@ -1038,7 +1166,7 @@ def month(
     memory_table = []
     for mb in (128, 256, 512, 1024, 1769):
         m = type(model)(memory_mb=mb, init_boost=model.init_boost)
-        prof, fns = profile_for(m)
+        prof, _ = profile_for(m)
         lam = sum(ln.usd for ln in price(prof, book).lines if ln.service == "Lambda")
         warm = statistics.median(billed(i, m) for i in by_fn["webhook"]) if by_fn["webhook"] else 0
         cold_boost = m.init_ms(init_cpu["webhook"] * 1000) + warm
@@ -1046,7 +1174,7 @@ def month(
         memory_table.append((mb, lam, warm, cold_boost, cold_plain))
 
     webhook_invs = by_fn["webhook"]
-    rollup_per_update = (sum(i.rollup_wru for i in webhook_invs) / max(1, len(webhook_invs)))
+    rollup_per_update = sum(i.rollup_wru for i in webhook_invs) / max(1, len(webhook_invs))
     coefficients = {
         fn: {
             "rru_per_invocation": round(per_fn[fn]["rru"], 4),
@@ -1058,7 +1186,9 @@ def month(
         for fn in FUNCTIONS
     }
     coefficients["_sqs_requests_per_handoff"] = round(
-        (sum(i.sqs for i in invs if i.fn == "webhook") + recorder.esm_sqs) / max(1, sum(i.usage.get("handoffs", 0) for i in invs)), 3
+        (sum(i.sqs for i in invs if i.fn == "webhook") + recorder.esm_sqs)
+        / max(1, sum(i.usage.get("handoffs", 0) for i in invs)),
+        3,
     )
     coefficients["_kms_requests_per_month"] = round(profile.kms_requests, 1)
     coefficients["_storage_gb"] = round(profile.ddb_storage_gb, 6)
@@ -1069,7 +1199,15 @@ def month(
 
 
 # =================================================================================== output
-def report(args: argparse.Namespace, r: MonthResult, sim: Sim, seeded: int, wall: float, storage_items: int, init_cpu: dict[str, float]) -> None:
+def report(
+    args: argparse.Namespace,
+    r: MonthResult,
+    sim: Sim,
+    seeded: int,
+    wall: float,
+    storage_items: int,
+    init_cpu: dict[str, float],
+) -> None:
     from clinicbot.metering.prices import PriceBook
 
     book = PriceBook.load(args.region, args.prices)
@@ -1105,18 +1243,24 @@ def report(args: argparse.Namespace, r: MonthResult, sim: Sim, seeded: int, wall
     print(r.bill.text())
     dominant = r.bill.dominant()
     goal = 0.10
-    verdict = "met" if r.bill.total <= goal else f"missed by ${r.bill.total - goal:.4f} ({r.bill.total / goal:.1f} x)"
+    verdict = (
+        "met"
+        if r.bill.total <= goal
+        else f"missed by ${r.bill.total - goal:.4f} ({r.bill.total / goal:.1f} x)"
+    )
     print()
     print(f"Goal <= ${goal:.2f}/month: {verdict}. Dominant line: {dominant.service} / {dominant.item} "
           f"(${dominant.usd:.4f}, {r.bill.share(dominant):.0%}).")  # fmt: skip
-    print(f"By service: " + ", ".join(f"{s} ${v:.4f}" for s, v in r.bill.by_service().items()))
+    print("By service: " + ", ".join(f"{s} ${v:.4f}" for s, v in r.bill.by_service().items()))
     print(f"Paid whatever the traffic: ${r.bill.fixed_total:.4f}. A quiet month (no patient writes; the schedules "
           f"still run): ${r.quiet_bill.total:.4f}.")  # fmt: skip
     print(f"With CLINICBOT_USAGE_METRICS=on ({r.usage_metric_count} custom metrics for this clinic): "
           f"${r.metrics_on_bill.total:.4f} (+${r.metrics_on_bill.total - r.bill.total:.4f}).")  # fmt: skip
     print()
     print("The knob: memory size (every function; CPU is memory/1769 of a vCPU below 1,769 MB).")
-    print(f"{'MB':>6}{'Lambda $/month':>16}{'warm update ms':>16}{'cold start ms':>15}{'(no INIT boost)':>17}")
+    print(
+        f"{'MB':>6}{'Lambda $/month':>16}{'warm update ms':>16}{'cold start ms':>15}{'(no INIT boost)':>17}"
+    )
     for mb, lam, warm, cold, cold_plain in r.memory_table:
         print(f"{mb:>6}{lam:>16.4f}{warm:>16.0f}{cold:>15.0f}{cold_plain:>17.0f}")
     unverified = book.unverified
@@ -1145,6 +1289,7 @@ def write_model(args: argparse.Namespace, r: MonthResult, book: Any) -> None:
         "alarms": r.profile.alarms,
         "sqs_idle_receives_per_month": r.profile.sqs_idle_receives,
         "functions_metric_months": round(sum(r.profile.metric_hours.values()) / 730.0, 3),
+        "xray_tracing": 1 if r.profile.xray_traces else 0,
     }
     MODEL_FILE.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
@@ -1156,7 +1301,8 @@ def write_readme(args: argparse.Namespace, r: MonthResult, book: Any) -> None:
         raise SystemExit(f"README.md has no {start} … {end} section")
     dominant = r.bill.dominant()
     memory = "\n".join(
-        f"| {mb} | {lam:.4f} | {warm:.0f} | {cold:.0f} | {plain:.0f} |" for mb, lam, warm, cold, plain in r.memory_table
+        f"| {mb} | {lam:.4f} | {warm:.0f} | {cold:.0f} | {plain:.0f} |"
+        for mb, lam, warm, cold, plain in r.memory_table
     )
     body = (
         f"\n`python -m bench.cost_month --days {args.days:g}` ({book.region_name}, list prices of {book.taken_on}, "

@@ -9,6 +9,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
+from clinicbot import metering
 from clinicbot.schedule.job import SyncJob
 
 logger = Logger()
@@ -17,8 +18,11 @@ metrics = Metrics()  # namespace: POWERTOOLS_METRICS_NAMESPACE; service dimensio
 metrics.set_default_dimensions(stack=os.environ.get("CLINICBOT_STACK_NAME", "local"))
 # Cold start: settings validated, tables configured; the MIS adapter is built on first use.
 JOB = SyncJob.from_environment()
+# Usage per clinic (clinicbot.metering): MIS calls; the rollup is written after every run.
+METER = metering.for_mis_sync(JOB)
 
 
+@METER.handler
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if isinstance(event, dict):  # the scheduler's event; a hand-made invocation may send anything

@@ -8,6 +8,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
+from clinicbot import metering
 from clinicbot.config import load_settings
 from clinicbot.reminders.app import build_reminders
 
@@ -15,8 +16,11 @@ logger = Logger()
 metrics = Metrics()
 # Cold start: settings validated, Bot API client, sender, stores and one event loop built.
 APP = build_reminders(load_settings())
+# Usage per clinic (clinicbot.metering): messages by kind, MIS calls; the rollup is written after every run.
+METER = metering.for_reminders(APP)
 
 
+@METER.handler
 @metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

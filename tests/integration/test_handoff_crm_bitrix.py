@@ -13,7 +13,13 @@ import pytest
 
 from clinicbot.handoff.crm_bitrix import BitrixCrm
 from clinicbot.handoff.port import Attachment, CrmRejected, CrmUnavailable, DeliveryContext
-from clinicbot.handoff.requests import BookingCopy, CallbackRequest, CertificateRequest, PatientInfo, PatientMessage
+from clinicbot.handoff.requests import (
+    BookingCopy,
+    CallbackRequest,
+    CertificateRequest,
+    PatientInfo,
+    PatientMessage,
+)
 from clinicbot.handoff.retry import Deadline, RetryPolicy
 from clinicbot.handoff.store import InMemoryHandoffStore, ref_of
 from clinicbot.local.fake_crm import FakeCrm
@@ -63,7 +69,7 @@ def test_a_call_back_becomes_a_lead_with_the_phone(crm: FakeCrm) -> None:
     assert delivery.crm_id == str(lead_id)
     assert lead["TITLE"] == "Обратный звонок №1001" and lead["SOURCE_ID"] == "CALLBACK"
     assert lead["NAME"] == "Анна" and lead["LAST_NAME"] == "Кузьмина"
-    assert lead["PHONE"] == [{"VALUE": "+79160001122", "VALUE_TYPE": "MOBILE"}]  # the number the patient chose
+    assert lead["PHONE"] == [{"VALUE": "+79160001122", "VALUE_TYPE": "MOBILE"}]  # the patient's choice
     assert lead["ORIGINATOR_ID"] == "clinicbot" and lead["ORIGIN_ID"] == ref_of("callback:42:1")
     assert "<" not in lead["COMMENTS"]  # plain text, not the staff group's HTML
     assert crm.bitrix_calls == ["crm.lead.add"]  # first delivery: no look-up before it

@@ -41,7 +41,13 @@ def crm(crm_server: FakeCrm) -> FakeCrm:
     return crm_server
 
 
-def adapter(crm: FakeCrm, store: InMemoryHandoffStore | None = None, *, secret: str = TEST_CRM_SECRET, timeout: float = 2.0) -> WebhookCrm:
+def adapter(
+    crm: FakeCrm,
+    store: InMemoryHandoffStore | None = None,
+    *,
+    secret: str = TEST_CRM_SECRET,
+    timeout: float = 2.0,
+) -> WebhookCrm:
     return WebhookCrm(crm.webhook_url, secret, store or InMemoryHandoffStore(), timeout=timeout, policy=FAST)
 
 
@@ -144,9 +150,18 @@ def test_messages_bookings_and_notices_share_the_conversation(crm: FakeCrm) -> N
     booking = BookingCopy.model_validate({"event": "booked", "patient_id": "p-001", "appointment_id": "a-1",
                                           "start": "2026-11-25T07:00:00+00:00", "user_id": 42})  # fmt: skip
     run(adapter(crm, store), "mirror_booking", booking, ctx("booking:a-1:booked"))
-    run(adapter(crm, store), "notify", Notice(user_id=42, reason=NoticeReason.PATIENT_BLOCKED, about="77"), ctx("n:1"))
+    run(
+        adapter(crm, store),
+        "notify",
+        Notice(user_id=42, reason=NoticeReason.PATIENT_BLOCKED, about="77"),
+        ctx("n:1"),
+    )
     received, copy, notice = crm.events
-    assert received.type == "message.received" and copy.type == "booking.booked" and notice.type == "patient.unreachable"
+    assert (
+        received.type == "message.received"
+        and copy.type == "booking.booked"
+        and notice.type == "patient.unreachable"
+    )
     assert len({e.data["conversation_id"] for e in crm.events}) == 1
     attachment = received.data["message"]["attachment"]
     assert base64.b64decode(attachment["content_base64"]) == b"%PDF-1.4 fake"

@@ -82,7 +82,10 @@ def test_certificate_ready_reaches_the_patient_protected(app: HandoffApp, botapi
     assert status == 200 and body["delivered"] is True
     [sent] = botapi.calls_of("sendDocument", ok_only=True)
     assert sent.chat_id == PATIENT and sent.params["protect_content"] is True
-    assert sent.params["document"]["upload"] is True and sent.params["document"]["filename"] == "spravka-1001.pdf"
+    assert (
+        sent.params["document"]["upload"] is True
+        and sent.params["document"]["filename"] == "spravka-1001.pdf"
+    )
     assert "Обращение №1001: готово" in sent.params["caption"] and "регистратуре" in sent.params["caption"]
 
 
@@ -125,7 +128,9 @@ def test_a_message_by_conversation_in_the_patients_language(app: HandoffApp, bot
     [sent] = botapi.calls_of("sendMessage", ok_only=True)
     assert sent.chat_id == PATIENT and sent.params["text"].startswith("💬 ")
     assert "Your results are with the doctor." in sent.params["text"]
-    status_answer = answer(app, call({"type": "status", "request_number": "1001", "status": "in_progress"}, msg_id="m2"))
+    status_answer = answer(
+        app, call({"type": "status", "request_number": "1001", "status": "in_progress"}, msg_id="m2")
+    )
     assert status_answer[0] == 200
     assert botapi.calls_of("sendMessage")[-1].params["text"] == "⏳ Request no. 1001 is in progress."
 
@@ -144,7 +149,9 @@ def test_a_blocked_patient_is_reported_to_the_crm(app: HandoffApp, botapi: Any) 
     assert answer(app, SAMPLE) == (200, {"delivered": False, "reason": "patient_blocked_bot"})
 
 
-def test_telegram_failing_asks_the_crm_to_retry_and_the_retry_is_let_through(app: HandoffApp, botapi: Any) -> None:
+def test_telegram_failing_asks_the_crm_to_retry_and_the_retry_is_let_through(
+    app: HandoffApp, botapi: Any
+) -> None:
     botapi.fail_next("sendDocument", 502, times=3)
     response = app.handle_http(SAMPLE)
     assert response["statusCode"] == 503 and response["headers"]["Retry-After"] == "30"
@@ -153,7 +160,9 @@ def test_telegram_failing_asks_the_crm_to_retry_and_the_retry_is_let_through(app
     assert len(botapi.calls_of("sendDocument", ok_only=True)) == 1
 
 
-def test_the_sample_through_the_function(store: DynamoHandoffStore, botapi: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_sample_through_the_function(
+    store: DynamoHandoffStore, botapi: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``python -m clinicbot invoke handoff events/handoff/inbound-crm.json``: the sample's signature is for a
     fixed moment, so the function rightly refuses it as stale; re-signed now (``fake_crm sign``) it passes."""
     monkeypatch.setenv("CLINICBOT_TELEGRAM_API_BASE", botapi.base_url)

@@ -39,7 +39,9 @@ def test_requests_typed_locally_arrive_at_the_crm_stand_in() -> None:
     out = result.stdout
     assert result.returncode == 0, result.stderr[-3000:]
     assert "CRM stand-in (webhook, Standard Webhooks signatures checked)" in out
-    assert "CRM ← callback.requested · №1001 · patient p-001 · window=asap · topic=payment  [signature ✓]" in out
+    assert (
+        "CRM ← callback.requested · №1001 · patient p-001 · window=asap · topic=payment  [signature ✓]" in out
+    )
     assert "Заявка №1001 принята" in out
     assert "CRM ← certificate.requested · №1002 · patient p-001" in out and "Запрос №1002 принят" in out
     assert "Unclosed client session" not in result.stderr

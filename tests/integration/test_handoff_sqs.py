@@ -60,7 +60,7 @@ def app(aws: object, botapi: Any, mis: Any, crm: FakeCrm) -> Iterator[HandoffApp
 
 def invoker(app: HandoffApp) -> Any:
     """What functions/handoff/app.py does with an SQS event."""
-    processor = BatchProcessor(event_type=EventType.SQS)
+    processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
     def invoke(event: dict[str, Any]) -> dict[str, Any]:
         app.begin_batch()
@@ -73,15 +73,21 @@ def count(sqs: Any, url: str) -> int:
     attributes = sqs.get_queue_attributes(
         QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
     )["Attributes"]
-    return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
+    return int(attributes["ApproximateNumberOfMessages"]) + int(
+        attributes["ApproximateNumberOfMessagesNotVisible"]
+    )
 
 
 def test_the_queues_follow_the_template(queues: tuple[Any, QueuePair]) -> None:
     sqs, pair = queues
     attributes = sqs.get_queue_attributes(QueueUrl=pair.url, AttributeNames=["All"])["Attributes"]
     redrive = json.loads(attributes["RedrivePolicy"])
-    assert redrive == {"deadLetterTargetArn": pair.dlq_arn, "maxReceiveCount": 5} and pair.max_receive_count == 5
-    dlq = sqs.get_queue_attributes(QueueUrl=pair.dlq_url, AttributeNames=["MessageRetentionPeriod"])["Attributes"]
+    assert (
+        redrive == {"deadLetterTargetArn": pair.dlq_arn, "maxReceiveCount": 5} and pair.max_receive_count == 5
+    )
+    dlq = sqs.get_queue_attributes(QueueUrl=pair.dlq_url, AttributeNames=["MessageRetentionPeriod"])[
+        "Attributes"
+    ]
     assert dlq["MessageRetentionPeriod"] == str(14 * 86400)
 
 
@@ -116,14 +122,23 @@ def test_a_crm_that_stays_down_ends_in_the_dead_letter_queue_and_is_redriven(
     assert app.consumer.store.sealed(8101, key) is None
 
 
-def test_a_redelivered_message_has_its_effect_once(queues: tuple[Any, QueuePair], app: HandoffApp, crm: FakeCrm) -> None:
+def test_a_redelivered_message_has_its_effect_once(
+    queues: tuple[Any, QueuePair], app: HandoffApp, crm: FakeCrm
+) -> None:
     sqs, pair = queues
     outbox = SqsOutbox(pair.url, client=sqs)
-    booking = {"event": "booked", "patient_id": "p-001", "appointment_id": "a-7", "start": "2026-11-25T07:00:00+00:00"}
+    booking = {
+        "event": "booked",
+        "patient_id": "p-001",
+        "appointment_id": "a-7",
+        "start": "2026-11-25T07:00:00+00:00",
+    }
     outbox.publish("booking", booking, "booking:a-7:booked")
-    SqsOutbox(pair.url, client=sqs).publish("booking", booking, "booking:a-7:booked")  # another container, again
+    SqsOutbox(pair.url, client=sqs).publish("booking", booking, "booking:a-7:booked")  # another container
     invoke = invoker(app)
-    crashed = sqs.receive_message(QueueUrl=pair.url, MaxNumberOfMessages=1, AttributeNames=["All"])["Messages"]
+    crashed = sqs.receive_message(QueueUrl=pair.url, MaxNumberOfMessages=1, AttributeNames=["All"])[
+        "Messages"
+    ]
     from clinicbot.local.handoff_runner import sqs_event
 
     invoke(sqs_event(crashed, pair.arn))  # processed, then the Lambda died before SQS deleted the message
@@ -133,7 +148,9 @@ def test_a_redelivered_message_has_its_effect_once(queues: tuple[Any, QueuePair]
     assert len(crm.of_type("booking.booked")) == 1 and crm.duplicates == 0  # once, not even a repeat POST
 
 
-def test_one_poison_message_does_not_hold_up_the_batch(queues: tuple[Any, QueuePair], app: HandoffApp, crm: FakeCrm) -> None:
+def test_one_poison_message_does_not_hold_up_the_batch(
+    queues: tuple[Any, QueuePair], app: HandoffApp, crm: FakeCrm
+) -> None:
     sqs, pair = queues
     SqsOutbox(pair.url, client=sqs).publish(
         "booking", {"event": "cancelled", "patient_id": "p-001", "appointment_id": "a-8", "start": "2026-11-25T07:00:00+00:00"},
@@ -145,7 +162,9 @@ def test_one_poison_message_does_not_hold_up_the_batch(queues: tuple[Any, QueueP
     assert len(crm.of_type("booking.cancelled")) == 1 and count(sqs, pair.url) == 1  # only the poison is left
 
 
-def test_the_sample_batch_through_the_function(aws: object, botapi: Any, crm: FakeCrm, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_sample_batch_through_the_function(
+    aws: object, botapi: Any, crm: FakeCrm, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """events/handoff/sqs-batch.json: a visit call-back, a booking copy delivered twice, a poison message."""
     for name, value in {
         "CLINICBOT_TELEGRAM_API_BASE": botapi.base_url,
@@ -161,7 +180,9 @@ def test_the_sample_batch_through_the_function(aws: object, botapi: Any, crm: Fa
         assert response == {"batchItemFailures": [{"itemIdentifier": "0c6a7b2e-0000-4000-8000-000000000004"}]}
         [callback] = crm.of_type("callback.requested")
         assert callback.data["phone"] == "79991000001"  # looked up in the MIS: the queue never had it
-        assert callback.data["appointment"]["id"] == "a-demo-1" and "doctor_id" not in json.dumps(callback.data)
+        assert callback.data["appointment"]["id"] == "a-demo-1" and "doctor_id" not in json.dumps(
+            callback.data
+        )
         assert len(crm.of_type("booking.booked")) == 1  # the twice-delivered copy: once
         again = invoke("handoff", load_event("handoff/sqs-batch"))  # the whole batch redelivered
         assert again == response and len(crm.events) == 2

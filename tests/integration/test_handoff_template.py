@@ -37,7 +37,9 @@ def resources(template: dict[str, Any]) -> dict[str, Any]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AWS_DEFAULT_REGION", REGION)
         mp.setenv("AWS_REGION", REGION)
-        output = transform(fragment, {"PolicyUrl": "https://clinic.example/p", "ClinicName": "Demo"}, NoManagedPolicies())
+        output = transform(
+            fragment, {"PolicyUrl": "https://clinic.example/p", "ClinicName": "Demo"}, NoManagedPolicies()
+        )
     return dict(output["Resources"])
 
 
@@ -70,7 +72,9 @@ def test_queue_and_dead_letter_queue(template: dict[str, Any]) -> None:
     assert dlq["MessageRetentionPeriod"] == 14 * 86400
     alarm = res["HandoffDLQAlarm"]["Properties"]
     assert alarm["Namespace"] == "AWS/SQS" and alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
-    assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["HandoffDLQ", "QueueName"]}}]
+    assert alarm["Dimensions"] == [
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": ["HandoffDLQ", "QueueName"]}}
+    ]
     assert alarm["ComparisonOperator"] == "GreaterThanThreshold" and alarm["Threshold"] == 0
     assert alarm["TreatMissingData"] == "notBreaching"
 
@@ -91,7 +95,9 @@ def test_handoff_table(template: dict[str, Any]) -> None:
     assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
     assert props["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
     [index] = table_definitions(template)["HandoffTable"]["GlobalSecondaryIndexes"]
-    assert index["IndexName"] == "owner" and index["KeySchema"] == [{"AttributeName": "owner", "KeyType": "HASH"}]
+    assert index["IndexName"] == "owner" and index["KeySchema"] == [
+        {"AttributeName": "owner", "KeyType": "HASH"}
+    ]
 
 
 def test_the_function_is_wired_to_the_queue_with_partial_failures(resources: dict[str, Any]) -> None:
@@ -125,5 +131,9 @@ def test_the_webhook_may_queue_and_number_but_not_consume(resources: dict[str, A
     assert "sqs:ReceiveMessage" not in granted and "sqs:DeleteMessage" not in granted
     assert {"Fn::GetAtt": ["HandoffTable", "Arn"]} in granted["dynamodb:UpdateItem"]
     ssm = json.dumps(grants(resources["HandoffFunctionRole"])["ssm:GetParameter"])
-    assert "${CrmSecretParameterName}" in ssm and "${CrmUrlParameterName}" in ssm and "${BotTokenParameterName}" in ssm
+    assert (
+        "${CrmSecretParameterName}" in ssm
+        and "${CrmUrlParameterName}" in ssm
+        and "${BotTokenParameterName}" in ssm
+    )
     assert "${WebhookSecretParameterName}" not in ssm  # the hand-off function does not need it

@@ -145,7 +145,9 @@ def test_tax_certificate_with_every_validation(rig: Rig) -> None:
     assert "Запрос №1001 принят" in rig.bot.last_message().text
     [queued] = rig.bot.outbox.of_kind("certificate_request")
     assert not FORBIDDEN_PAYLOAD_KEYS & set(queued.payload)
-    assert VALID_INN not in json.dumps(queued.payload) and "Кузьмин" not in json.dumps(queued.payload, ensure_ascii=False)
+    assert VALID_INN not in json.dumps(queued.payload) and "Кузьмин" not in json.dumps(
+        queued.payload, ensure_ascii=False
+    )
     rig.drain()
     [event] = rig.crm.of_type("certificate.requested")
     assert event.data["years"] == [year]

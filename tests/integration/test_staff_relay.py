@@ -43,7 +43,11 @@ class Rig:
         return results
 
     def calls(self, method: str, **match: Any) -> list[Any]:
-        return [c for c in self.api.calls if c.method == method and c.ok and all(c.params.get(k) == v for k, v in match.items())]
+        return [
+            c
+            for c in self.api.calls
+            if c.method == method and c.ok and all(c.params.get(k) == v for k, v in match.items())
+        ]
 
     def patient_writes(self, user: TgUser, text: str) -> None:
         self.bot.send(message_update(user, text))
@@ -70,7 +74,9 @@ def open_conversation(rig: Rig, patient: TgUser) -> int:
     return int(topic.result["message_thread_id"])
 
 
-def staff_reply_event(thread_id: int, *, sender: TgUser = STAFF, text: str | None = None, group_id: int = STAFF_GROUP_ID) -> dict[str, Any]:
+def staff_reply_event(
+    thread_id: int, *, sender: TgUser = STAFF, text: str | None = None, group_id: int = STAFF_GROUP_ID
+) -> dict[str, Any]:
     """events/webhook/staff-reply.json, pointed at the topic the test created."""
     event = copy.deepcopy(load_event("webhook/staff-reply"))
     update = json.loads(event["body"])
@@ -106,10 +112,18 @@ def test_patient_to_topic_to_staff_reply_to_patient(rig: Rig) -> None:
     assert json.loads(response["body"])["method"] == "setMessageReaction"  # 👀: queued
     [reply] = rig.bot.outbox.of_kind("staff_reply")
     staff_message_id = json.loads(event["body"])["message"]["message_id"]
-    assert reply.payload == {"group_id": STAFF_GROUP_ID, "thread_id": topic, "message_id": staff_message_id, "user_id": anna.id}
+    assert reply.payload == {
+        "group_id": STAFF_GROUP_ID,
+        "thread_id": topic,
+        "message_id": staff_message_id,
+        "user_id": anna.id,
+    }
     rig.drain()
     [delivered] = rig.calls("copyMessage", chat_id=anna.id)
-    assert delivered.params["from_chat_id"] == STAFF_GROUP_ID and delivered.params["message_id"] == staff_message_id
+    assert (
+        delivered.params["from_chat_id"] == STAFF_GROUP_ID
+        and delivered.params["message_id"] == staff_message_id
+    )
     assert delivered.params["protect_content"] is True  # no forwarding, no saving
     reactions = rig.calls("setMessageReaction", chat_id=STAFF_GROUP_ID, message_id=staff_message_id)
     assert reactions[-1].params["reaction"] == [{"type": "emoji", "emoji": "👌"}]  # delivered
@@ -118,7 +132,10 @@ def test_patient_to_topic_to_staff_reply_to_patient(rig: Rig) -> None:
     rig.patient_writes(anna, "Спасибо!")
     rig.drain()
     assert len(rig.calls("createForumTopic")) == 1
-    assert [c.params["message_thread_id"] for c in rig.calls("copyMessage", chat_id=STAFF_GROUP_ID)] == [topic, topic]
+    assert [c.params["message_thread_id"] for c in rig.calls("copyMessage", chat_id=STAFF_GROUP_ID)] == [
+        topic,
+        topic,
+    ]
 
 
 def test_a_retried_staff_update_is_relayed_once(rig: Rig) -> None:
@@ -138,6 +155,7 @@ def test_a_non_member_cannot_reply_to_a_patient(rig: Rig) -> None:
     assert response["statusCode"] == 200
     body = json.loads(response["body"])
     assert body["method"] == "sendMessage" and "только участники группы" in body["text"]
+    assert body["message_thread_id"] == topic  # said in the topic, where it was written
     assert rig.bot.outbox.of_kind("staff_reply") == []
     rig.drain()
     assert rig.calls("copyMessage", chat_id=anna.id) == []
@@ -159,7 +177,11 @@ def test_a_patient_who_blocked_the_bot_is_reported_in_the_topic(rig: Rig) -> Non
     rig.api.block_chat(anna.id)
     rig.bot.invoke(staff_reply_event(topic))
     rig.drain()
-    notes = [c for c in rig.calls("sendMessage", chat_id=STAFF_GROUP_ID, message_thread_id=topic) if "заблокировал" in c.params["text"]]
+    notes = [
+        c
+        for c in rig.calls("sendMessage", chat_id=STAFF_GROUP_ID, message_thread_id=topic)
+        if "заблокировал" in c.params["text"]
+    ]
     assert len(notes) == 1
 
 
@@ -184,7 +206,9 @@ def test_request_cards_take_and_done_by_members_only(rig: Rig) -> None:
     rig.bot.press(anna, "Документы")
     rig.bot.press(anna, "Отправить")
     rig.drain()
-    [card] = [c for c in rig.calls("sendMessage", chat_id=STAFF_GROUP_ID) if "Обратный звонок" in c.params["text"]]
+    [card] = [
+        c for c in rig.calls("sendMessage", chat_id=STAFF_GROUP_ID) if "Обратный звонок" in c.params["text"]
+    ]
     text = card.params["text"]
     assert "+7 999 100-00-01" in text and "Документы" in text and "Анна Кузьмина (p-001)" in text
     markup = card.params["reply_markup"]
@@ -201,10 +225,14 @@ def test_request_cards_take_and_done_by_members_only(rig: Rig) -> None:
     assert taken_markup["inline_keyboard"][0][0]["text"] == "✋ Взял(а): Ольга С."
     colleague = TgUser(id=555000222, first_name="Игорь", last_name=None)
     rig.api.set_member(STAFF_GROUP_ID, colleague.id, "administrator")
-    busy = json.loads(press(colleague, taken_markup["inline_keyboard"][0][0]["callback_data"], taken_markup)["body"])
+    busy = json.loads(
+        press(colleague, taken_markup["inline_keyboard"][0][0]["callback_data"], taken_markup)["body"]
+    )
     assert busy["method"] == "answerCallbackQuery" and "Ольга С." in busy["text"]
     done = json.loads(press(STAFF, "hcard:done:1001:0", taken_markup)["body"])
-    assert done["reply_markup"]["inline_keyboard"] == [[{"text": "✅ Выполнено: Ольга С.", "callback_data": f"hcard:closed:1001:{STAFF.id}"}]]
+    assert done["reply_markup"]["inline_keyboard"] == [
+        [{"text": "✅ Выполнено: Ольга С.", "callback_data": f"hcard:closed:1001:{STAFF.id}"}]
+    ]
 
 
 def test_a_forged_card_button_in_a_private_chat_is_refused(rig: Rig) -> None:

@@ -211,7 +211,8 @@ def test_http_api_routes_post_webhook_to_the_function(resources: dict[str, Any])
     apis = of_type(resources, "AWS::ApiGatewayV2::Api")
     assert list(apis) == ["HttpApi"]
     paths = apis["HttpApi"]["Properties"]["Body"]["paths"]
-    assert set(paths) == {"/telegram/webhook", "/crm/inbound"}  # the CRM route: tests/integration/test_handoff_template.py
+    # /crm/inbound goes to the hand-off function: tests/integration/test_handoff_template.py
+    assert set(paths) == {"/telegram/webhook", "/crm/inbound"}
     route = paths["/telegram/webhook"]
     assert set(route) == {"post"}
     integration = route["post"]["x-amazon-apigateway-integration"]

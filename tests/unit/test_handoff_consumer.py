@@ -24,7 +24,9 @@ class Patients:
 
     async def patient(self, patient_id: str) -> PatientInfo | None:
         self.looked_up.append(patient_id)
-        return PatientInfo(patient_id=patient_id, first_name="Анна", last_name="Кузьмина", phone="79991000001")
+        return PatientInfo(
+            patient_id=patient_id, first_name="Анна", last_name="Кузьмина", phone="79991000001"
+        )
 
     def telegram_user_of(self, patient_id: str) -> int | None:
         return 42 if patient_id == "p-001" else None
@@ -40,7 +42,9 @@ class Rig:
 
     def run(self, body: str | dict[str, Any], receive_count: int = 1) -> Any:
         text = body if isinstance(body, str) else json.dumps(body)
-        return asyncio.run(self.consumer.process(text, receive_count=receive_count, deadline=Deadline.after(10)))
+        return asyncio.run(
+            self.consumer.process(text, receive_count=receive_count, deadline=Deadline.after(10))
+        )
 
     def body(self, index: int = -1) -> dict[str, Any]:
         return self.outbox.messages[index].body()
@@ -65,7 +69,9 @@ def test_a_call_back_request_reaches_the_crm_once(rig: Rig) -> None:
 
 
 def test_a_failure_is_released_for_the_retry_and_the_retry_knows_it_is_one(rig: Rig) -> None:
-    rig.desk.submit("callback_request", {"patient_id": "p-001", "window": "asap"}, user_id=42, key="callback:42:1")
+    rig.desk.submit(
+        "callback_request", {"patient_id": "p-001", "window": "asap"}, user_id=42, key="callback:42:1"
+    )
     rig.crm.fail_next(CrmUnavailable("HTTP 503"))
     with pytest.raises(CrmUnavailable):
         rig.run(rig.body())
@@ -77,7 +83,9 @@ def test_a_failure_is_released_for_the_retry_and_the_retry_knows_it_is_one(rig: 
 
 
 def test_a_message_in_flight_elsewhere_is_busy(rig: Rig) -> None:
-    rig.desk.submit("callback_request", {"patient_id": "p-001", "window": "asap"}, user_id=42, key="callback:42:1")
+    rig.desk.submit(
+        "callback_request", {"patient_id": "p-001", "window": "asap"}, user_id=42, key="callback:42:1"
+    )
     assert rig.store.claim("callback:42:1", 60) is Claim.NEW  # another consumer holds the lease
     with pytest.raises(Busy):
         rig.run(rig.body())
@@ -105,7 +113,13 @@ def test_the_sealed_part_gone_means_dropped_not_retried(rig: Rig) -> None:
 
 def test_a_conversation_keeps_its_order_within_a_batch(rig: Rig) -> None:
     for n in range(3):
-        fields = {"patient_id": "p-001", "message_id": 10 + n, "content_type": "text", "text": f"m{n}", "first": n == 0}
+        fields = {
+            "patient_id": "p-001",
+            "message_id": 10 + n,
+            "content_type": "text",
+            "text": f"m{n}",
+            "first": n == 0,
+        }
         if n == 0:
             rig.desk.submit("chat_message", fields, user_id=42, key=f"chat:42:{10 + n}")
         else:
@@ -122,7 +136,12 @@ def test_a_conversation_keeps_its_order_within_a_batch(rig: Rig) -> None:
 
 
 def test_booking_copies_find_the_patient_and_other_kinds_are_forwarded(rig: Rig) -> None:
-    booking = {"event": "booked", "patient_id": "p-001", "appointment_id": "a-1", "start": "2026-11-25T07:00:00+00:00"}
+    booking = {
+        "event": "booked",
+        "patient_id": "p-001",
+        "appointment_id": "a-1",
+        "start": "2026-11-25T07:00:00+00:00",
+    }
     rig.outbox.publish("booking", booking, "booking:a-1:booked")
     rig.outbox.publish("low_rating", {"patient_id": "p-001", "appointment_id": "a-1", "rating": 2}, "low:a-1")
     assert rig.run(rig.body(0)).result is Result.PROCESSED
@@ -148,7 +167,9 @@ def test_poison_messages_are_refused(rig: Rig, body: str) -> None:
 
 
 def test_a_refusing_crm_is_an_error_for_the_dead_letter_queue(rig: Rig) -> None:
-    rig.desk.submit("callback_request", {"patient_id": "p-001", "window": "asap"}, user_id=42, key="callback:42:1")
+    rig.desk.submit(
+        "callback_request", {"patient_id": "p-001", "window": "asap"}, user_id=42, key="callback:42:1"
+    )
     rig.crm.fail_next(CrmRejected("HTTP 400"))
     with pytest.raises(CrmRejected):
         rig.run(rig.body())
@@ -188,4 +209,6 @@ def test_retrying_backs_off_honours_retry_after_and_gives_up() -> None:
         raise CrmRejected("400")
 
     with pytest.raises(CrmRejected):
-        asyncio.run(retrying(refused, retry_on=lambda e: isinstance(e, CrmUnavailable), policy=policy, sleep=sleep))
+        asyncio.run(
+            retrying(refused, retry_on=lambda e: isinstance(e, CrmUnavailable), policy=policy, sleep=sleep)
+        )

@@ -102,9 +102,13 @@ def test_certificate_years_and_model() -> None:
     )  # fmt: skip
     assert request.years == (this_year - 2, this_year - 1) and request.taxpayer_full_name == "Иванов Иван"
     with pytest.raises(ValueError):
-        CertificateRequest.model_validate({**request.model_dump(), "request_number": "1", "inn": "500100732258"})
+        CertificateRequest.model_validate(
+            {**request.model_dump(), "request_number": "1", "inn": "500100732258"}
+        )
     with pytest.raises(ValueError):
-        CertificateRequest.model_validate({**request.model_dump(), "request_number": "1", "years": [this_year + 1]})
+        CertificateRequest.model_validate(
+            {**request.model_dump(), "request_number": "1", "years": [this_year + 1]}
+        )
 
 
 # ------------------------------------------------------------------------------ working hours
@@ -186,7 +190,9 @@ def test_known_vector_and_secret_formats() -> None:
 def test_the_inbound_sample_is_signed_with_the_dummy_secret() -> None:
     event = load_event("handoff/inbound-crm")
     ts = int(event["headers"]["webhook-timestamp"])
-    assert verify(TEST_CRM_SECRET, event["headers"], event["body"], now=ts)[0] == event["headers"]["webhook-id"]
+    assert (
+        verify(TEST_CRM_SECRET, event["headers"], event["body"], now=ts)[0] == event["headers"]["webhook-id"]
+    )
     assert base64.b64decode(TEST_CRM_SECRET.removeprefix("whsec_")) == b"clinicbot-test-crm-secret-0123456789"
 
 
@@ -208,7 +214,9 @@ def test_the_queue_gets_no_personal_data_and_a_retry_keeps_its_number() -> None:
         "taxpayer_full_name": "Иванова Анна", "inn": VALID_INN, "birth_date": "1980-03-05"
     }  # fmt: skip
     assert store.user_for_number(number) == 42
-    other = desk.submit("callback_request", {"patient_id": "p-1", "window": "asap"}, user_id=42, key="callback:42:8")
+    other = desk.submit(
+        "callback_request", {"patient_id": "p-1", "window": "asap"}, user_id=42, key="callback:42:8"
+    )
     assert int(other) == int(number) + 1
     with pytest.raises(ValueError):  # validated before anything is written
         desk.submit("certificate_request", {**fields, "inn": "1"}, user_id=42, key="certificate:42:9")
@@ -221,7 +229,8 @@ def test_erasure_removes_every_item_of_the_patient() -> None:
     store.bind_thread("tg:-100", 42, "7")
     store.bind_thread("tg:-100", 43, "8")
     store.claim("callback:42:1", 30)
-    assert store.erase_user(42) == 4  # request, number, thread both ways; the idempotency record is not personal
+    # the request, its number, the thread both ways; the idempotency record holds nothing personal
+    assert store.erase_user(42) == 4
     assert store.user_of_thread("tg:-100", "7") is None and store.user_of_thread("tg:-100", "8") == 43
 
 

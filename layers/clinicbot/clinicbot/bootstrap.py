@@ -57,7 +57,10 @@ def build_crm(settings: Settings, *, store: Any, bot: Any) -> Any:
         from clinicbot.handoff.crm_webhook import WebhookCrm
 
         return WebhookCrm(
-            settings.resolved_crm_url(), settings.resolved_crm_secret(), store, timeout=settings.crm_timeout_seconds
+            settings.resolved_crm_url(),
+            settings.resolved_crm_secret(),
+            store,
+            timeout=settings.crm_timeout_seconds,
         )
     if provider == "bitrix24":
         from clinicbot.handoff.crm_bitrix import BitrixCrm
@@ -75,6 +78,10 @@ def build_crm(settings: Settings, *, store: Any, bot: Any) -> Any:
         if settings.staff_group_id is None:
             raise ConfigError("CLINICBOT_CRM_PROVIDER=telegram_group needs CLINICBOT_STAFF_GROUP_ID")
         return TelegramGroupCrm(
-            bot, settings.staff_group_id, store, language=settings.default_language, timezone=settings.clinic_timezone
+            bot,
+            settings.staff_group_id,
+            store,
+            language=settings.default_language,
+            timezone=settings.clinic_timezone,
         )
     raise ConfigError(f"CRM provider {provider!r} is not available in this build")

@@ -149,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     from clinicbot.engagement.cli import add_commands as add_engagement_commands
 
     add_engagement_commands(sub)  # feedback-report, broadcast, broadcast-run
+    from clinicbot.metering.cli import add_commands as add_metering_commands
+
+    add_metering_commands(sub)  # usage --month YYYY-MM
     args = parser.parse_args(argv)
     result: int = args.func(args)
     return result

@@ -26,6 +26,10 @@ class Settings(BaseSettings):
 
     stage: str = "local"
     clinic_name: str = "Demo Clinic"
+    clinic_id: str = Field(default="demo", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    """The clinic in usage metering (clinicbot.metering): the ``clinic`` dimension and the rollup's key."""
+    usage_metrics: Literal["off", "on"] = "off"
+    """``on``: per-clinic usage as CloudWatch custom metrics (EMF), ~$0.30 per metric-month; ``off``: a log line."""
     state_table: str = "clinicbot-state"
 
     bot_token: SecretStr | None = None
@@ -150,7 +154,9 @@ class Settings(BaseSettings):
 
     def resolved_crm_secret(self) -> str:
         if self.crm_secret is None and not self.crm_secret_param:
-            raise ConfigError("the CRM secret is not set: CLINICBOT_CRM_SECRET_PARAM (or CLINICBOT_CRM_SECRET)")
+            raise ConfigError(
+                "the CRM secret is not set: CLINICBOT_CRM_SECRET_PARAM (or CLINICBOT_CRM_SECRET)"
+            )
         return self._secret(self.crm_secret, self.crm_secret_param or None)
 
     def _secret(self, direct: SecretStr | None, param: str | None) -> str:

@@ -384,7 +384,9 @@ class BroadcastRunner:
         """The messages of a batch: people in the segment, each with a fresh mark (taken before the send)."""
         messages: list[OutgoingMessage] = []
         for person in people:
-            if campaign.segment.needs_mis and not await campaign.segment.matches(self.mis, person["patient_id"]):
+            if campaign.segment.needs_mis and not await campaign.segment.matches(
+                self.mis, person["patient_id"]
+            ):
                 continue
             if not self.store.take_mark(person["user_id"], campaign.campaign_id):
                 report.skipped += 1

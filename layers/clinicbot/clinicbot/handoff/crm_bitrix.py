@@ -17,8 +17,10 @@ jitter). Other 5xx and timeouts: retried likewise, then :class:`CrmUnavailable`.
 from __future__ import annotations
 
 import base64
+import html
 import json
 import logging
+import re
 from typing import Any
 
 import aiohttp
@@ -61,9 +63,6 @@ class BitrixError(CrmUnavailable):
 
 def _plain(text: str) -> str:
     """Bitrix comments are BB-code, not HTML: drop the tags the shared card texts carry."""
-    import html
-    import re
-
     return html.unescape(re.sub(r"<[^>]+>", "", text))
 
 

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from clinicbot.config import ConfigError, Settings
+from clinicbot.config import Settings
 from clinicbot.handoff.bot_api import HandoffBotApi
 from clinicbot.handoff.consumer import HandoffConsumer, MisPatients, PatientSource, Processed
 from clinicbot.handoff.inbound import InboundHandler, InboundResponse
@@ -161,6 +161,3 @@ def build_handoff(
             **extra,
         )
     return HandoffApp(consumer=consumer, inbound=inbound, loop=loop)
-
-
-__all__ += ["ConfigError"]

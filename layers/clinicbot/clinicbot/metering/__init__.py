@@ -3,7 +3,7 @@
 * :mod:`~clinicbot.metering.usage` -- the counters (:class:`Usage`, :class:`MessageKind`);
 * :mod:`~clinicbot.metering.instrument` -- wrappers that count MIS/CRM calls, hand-offs, Bot API messages;
 * :mod:`~clinicbot.metering.emf` -- per-invocation publishing (powertools EMF, or a log line);
-* :mod:`~clinicbot.metering.rollup` -- the monthly rollup item in the StateTable;
+* :mod:`~clinicbot.metering.rollup` -- the monthly rollup item in the UsageTable;
 * :mod:`~clinicbot.metering.runtime` -- the per-container :class:`Meter` and ``for_<function>`` wiring;
 * :mod:`~clinicbot.metering.prices`, :mod:`~clinicbot.metering.cost`, :mod:`~clinicbot.metering.capacity`,
   :mod:`~clinicbot.metering.report` -- the prices file, the cost model, DynamoDB capacity units and the
@@ -24,7 +24,15 @@ from clinicbot.metering.runtime import (
     for_reminders,
     for_webhook,
 )
-from clinicbot.metering.usage import MessageKind, Name, Usage, current_usage, record, record_message, recording
+from clinicbot.metering.usage import (
+    MessageKind,
+    Name,
+    Usage,
+    current_usage,
+    record,
+    record_message,
+    recording,
+)
 
 __all__ = [
     "DEFAULT_CLINIC_ID",

@@ -129,24 +129,32 @@ class TableSchema:
         return {k: item[k] for k in self.keys if k in item}
 
 
-def _projected(item: Mapping[str, Any] | None, index: Index, table_keys: Sequence[str]) -> dict[str, Any] | None:
+def _projected(
+    item: Mapping[str, Any] | None, index: Index, table_keys: Sequence[str]
+) -> dict[str, Any] | None:
     if not item or any(k not in item for k in index.keys):
         return None
     if index.projection == "ALL":
         return dict(item)
-    names = set(index.keys) | set(table_keys) | (set(index.include) if index.projection == "INCLUDE" else set())
+    names = (
+        set(index.keys) | set(table_keys) | (set(index.include) if index.projection == "INCLUDE" else set())
+    )
     return {k: v for k, v in item.items() if k in names}
 
 
 def index_write_units(
-    old: Mapping[str, Any] | None, new: Mapping[str, Any] | None, schema: TableSchema, *, transactional: bool = False
+    old: Mapping[str, Any] | None,
+    new: Mapping[str, Any] | None,
+    schema: TableSchema,
+    *,
+    transactional: bool = False,
 ) -> float:
     """Write units the table's global secondary indexes add to a change ``old`` -> ``new`` (None: absent)."""
     units = 0.0
     for index in schema.indexes:
         before = _projected(old, index, schema.keys)
         after = _projected(new, index, schema.keys)
-        if before is None and after is None or before == after:
+        if (before is None and after is None) or before == after:
             continue
         if before is not None and after is not None:
             same_keys = all(before.get(k) == after.get(k) for k in index.keys)

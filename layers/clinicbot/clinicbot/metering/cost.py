@@ -125,6 +125,8 @@ class MonthProfile:
     log_storage_gb: float = 0.0
     kms_requests: float = 0.0
     data_out_gb: float = 0.0
+    xray_traces: float = 0.0
+    """Tracing: Active records a trace per sampled invocation (1 a second + 5 %: all of them at this traffic)."""
     architecture: str = "arm64"
 
 
@@ -166,14 +168,14 @@ class Bill:
         return line.usd / self.total if self.total else 0.0
 
     def text(self) -> str:
-        rows = [f"{'service':<12}{'item':<44}{'quantity':>16}  {'unit':<16}{'USD':>10}  {'share':>6}"]
+        rows = [f"{'service':<14}{'item':<44}{'quantity':>16}  {'unit':<16}{'USD':>10}  {'share':>6}"]
         for line in self.lines:
             mark = " *" if line.fixed else "  "
             rows.append(
-                f"{line.service:<12}{line.item:<44}{_qty(line.quantity):>16}  {line.unit:<16}"
+                f"{line.service:<14}{line.item:<44}{_qty(line.quantity):>16}  {line.unit:<16}"
                 f"{line.usd:>10.4f}  {self.share(line):>6.1%}{mark}"
             )
-        rows.append(f"{'':<12}{'total':<44}{'':>16}  {'':<16}{self.total:>10.4f}")
+        rows.append(f"{'':<14}{'total':<44}{'':>16}  {'':<16}{self.total:>10.4f}")
         return "\n".join(rows)
 
     def markdown(self) -> str:
@@ -207,7 +209,13 @@ def price(profile: MonthProfile, book: PriceBook) -> Bill:
     for fn in profile.functions.values():
         if fn.invocations:
             lines.append(
-                Line("Lambda", f"{fn.name}: duration @ {fn.memory_mb} MB", fn.gb_seconds, "GB-s", book.cost(gbs_key, fn.gb_seconds))
+                Line(
+                    "Lambda",
+                    f"{fn.name}: duration @ {fn.memory_mb} MB",
+                    fn.gb_seconds,
+                    "GB-s",
+                    book.cost(gbs_key, fn.gb_seconds),
+                )
             )
     for fn in profile.functions.values():
         if fn.cold_starts:
@@ -221,7 +229,15 @@ def price(profile: MonthProfile, book: PriceBook) -> Bill:
                 )
             )
     app_writes = profile.ddb_write_units - profile.rollup_write_units
-    lines.append(Line("DynamoDB", "write request units", app_writes, "WRU", book.cost("ddb_write_request_units", app_writes)))
+    lines.append(
+        Line(
+            "DynamoDB",
+            "write request units",
+            app_writes,
+            "WRU",
+            book.cost("ddb_write_request_units", app_writes),
+        )
+    )
     if profile.rollup_write_units:
         lines.append(
             Line(
@@ -233,10 +249,22 @@ def price(profile: MonthProfile, book: PriceBook) -> Bill:
             )
         )
     lines.append(
-        Line("DynamoDB", "read request units", profile.ddb_read_units, "RRU", book.cost("ddb_read_request_units", profile.ddb_read_units))
+        Line(
+            "DynamoDB",
+            "read request units",
+            profile.ddb_read_units,
+            "RRU",
+            book.cost("ddb_read_request_units", profile.ddb_read_units),
+        )
     )
     lines.append(
-        Line("DynamoDB", "storage", profile.ddb_storage_gb, "GB-month", book.cost("ddb_storage_gb_month", profile.ddb_storage_gb))
+        Line(
+            "DynamoDB",
+            "storage",
+            profile.ddb_storage_gb,
+            "GB-month",
+            book.cost("ddb_storage_gb_month", profile.ddb_storage_gb),
+        )
     )
     if profile.pitr:
         lines.append(
@@ -249,9 +277,23 @@ def price(profile: MonthProfile, book: PriceBook) -> Bill:
             )
         )
     lines.append(
-        Line("API Gateway", "HTTP API requests", profile.http_api_requests, "requests", book.cost("http_api_requests", profile.http_api_requests))
+        Line(
+            "API Gateway",
+            "HTTP API requests",
+            profile.http_api_requests,
+            "requests",
+            book.cost("http_api_requests", profile.http_api_requests),
+        )
     )
-    lines.append(Line("SQS", "hand-off messages", profile.sqs_requests, "requests", book.cost("sqs_requests", profile.sqs_requests)))
+    lines.append(
+        Line(
+            "SQS",
+            "hand-off messages",
+            profile.sqs_requests,
+            "requests",
+            book.cost("sqs_requests", profile.sqs_requests),
+        )
+    )
     if profile.sqs_idle_receives:
         lines.append(
             Line(
@@ -277,23 +319,56 @@ def price(profile: MonthProfile, book: PriceBook) -> Bill:
     usage_hours = sum(h for m, h in profile.metric_hours.items() if m in profile.usage_metric_names)
     other_hours = sum(h for m, h in profile.metric_hours.items() if m not in profile.usage_metric_names)
     for label, hours, count in (
-        ("custom metrics: usage metering", usage_hours, len([m for m in profile.metric_hours if m in profile.usage_metric_names])),
-        ("custom metrics: functions' own", other_hours, len([m for m in profile.metric_hours if m not in profile.usage_metric_names])),
+        (
+            "custom metrics: usage metering",
+            usage_hours,
+            len([m for m in profile.metric_hours if m in profile.usage_metric_names]),
+        ),
+        (
+            "custom metrics: functions' own",
+            other_hours,
+            len([m for m in profile.metric_hours if m not in profile.usage_metric_names]),
+        ),
     ):
         if hours:
             months = hours / HOURS_PER_MONTH
             lines.append(
-                Line("CloudWatch", f"{label} ({count} metrics)", months, "metric-months", book.cost("cloudwatch_custom_metric_month", months))
+                Line(
+                    "CloudWatch",
+                    f"{label} ({count} metrics)",
+                    months,
+                    "metric-months",
+                    book.cost("cloudwatch_custom_metric_month", months),
+                )
             )
     if profile.alarms:
         lines.append(
-            Line("CloudWatch", "alarms", profile.alarms, "alarms", book.cost("cloudwatch_alarm_month", profile.alarms), fixed=True)
+            Line(
+                "CloudWatch",
+                "alarms",
+                profile.alarms,
+                "alarms",
+                book.cost("cloudwatch_alarm_month", profile.alarms),
+                fixed=True,
+            )
         )
     lines.append(
-        Line("CloudWatch", "logs ingested", profile.log_ingest_gb, "GB", book.cost("cloudwatch_logs_ingest_gb", profile.log_ingest_gb))
+        Line(
+            "CloudWatch",
+            "logs ingested",
+            profile.log_ingest_gb,
+            "GB",
+            book.cost("cloudwatch_logs_ingest_gb", profile.log_ingest_gb),
+        )
     )
     lines.append(
-        Line("CloudWatch", "logs stored", profile.log_storage_gb, "GB-month", book.cost("cloudwatch_logs_storage_gb_month", profile.log_storage_gb))
+        Line(
+            "CloudWatch",
+            "logs stored",
+            profile.log_storage_gb,
+            "GB-month",
+            book.cost("cloudwatch_logs_storage_gb_month", profile.log_storage_gb),
+        )
     )
     lines.append(
         Line(
@@ -305,8 +380,24 @@ def price(profile: MonthProfile, book: PriceBook) -> Bill:
             note="DynamoDB re-decrypts a table key after 5 minutes (modelled)",
         )
     )
+    if profile.xray_traces:
+        lines.append(
+            Line(
+                "X-Ray",
+                "traces recorded (Tracing: Active)",
+                profile.xray_traces,
+                "traces",
+                book.cost("xray_traces_recorded", profile.xray_traces),
+            )
+        )
     lines.append(
-        Line("Data transfer", "out to the internet", profile.data_out_gb, "GB", book.cost("data_transfer_out_gb", profile.data_out_gb))
+        Line(
+            "Data transfer",
+            "out to the internet",
+            profile.data_out_gb,
+            "GB",
+            book.cost("data_transfer_out_gb", profile.data_out_gb),
+        )
     )
     return Bill(region=book.region, lines=lines)
 
@@ -327,8 +418,10 @@ class EnvironmentPool:
         self.invocations += 1
         best = -1
         for i, busy in enumerate(self._busy_until):
-            if busy <= at and at - self._last_used[i] <= self.idle_timeout and (
-                best < 0 or self._last_used[i] > self._last_used[best]
+            if (
+                busy <= at
+                and at - self._last_used[i] <= self.idle_timeout
+                and (best < 0 or self._last_used[i] > self._last_used[best])
             ):
                 best = i
         if best >= 0:

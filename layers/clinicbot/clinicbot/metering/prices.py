@@ -31,6 +31,7 @@ REQUIRED = (
     "cloudwatch_logs_storage_gb_month",
     "kms_requests",
     "data_transfer_out_gb",
+    "xray_traces_recorded",
 )
 
 
@@ -99,4 +100,9 @@ class PriceBook:
         missing = [k for k in REQUIRED if k not in prices]
         if missing:
             raise ValueError(f"prices for {region} lack {', '.join(missing)}")
-        return cls(region=region, region_name=str(raw.get("name", region)), taken_on=str(data.get("taken_on", "")), prices=prices)
+        return cls(
+            region=region,
+            region_name=str(raw.get("name", region)),
+            taken_on=str(data.get("taken_on", "")),
+            prices=prices,
+        )

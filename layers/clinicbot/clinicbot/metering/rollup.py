@@ -1,13 +1,14 @@
 """The monthly usage rollup: one item per clinic and month that billing reads, updated in batches.
 
-Where it lives: the StateTable, in partition ``USAGE#<yyyy-mm>``, sort key ``CLINIC#<clinic>``. No new table:
-a table costs nothing idle, but each one is another ARN in every policy, another PITR line, another
-thing the erasure and the local stack must know. One partition per *month* (not per clinic) so the report is
-one Query whatever the number of clinics sharing a table; the write rate into it is at most one flush per
-container per N updates or T seconds (far below a partition's 1,000 writes/s). The items hold counters
-only -- nothing personal -- and have no ``patient_id`` (the sparse ``patient`` index never sees them) and
-no TTL (billing records). Their attribute names are the counter names of ``clinicbot.metering.usage``;
-the item stays well under 1 KB, so a flush costs one write unit.
+Where it lives: the UsageTable of the stack (``CLINICBOT_USAGE_TABLE``), partition ``USAGE#<yyyy-mm>``, sort
+key ``CLINIC#<clinic>``: one Query per month whatever the number of clinics sharing a stack; the write rate
+into it is at most one flush per container per N invocations or T seconds. A table of its own rather than a
+``USAGE#`` partition of the StateTable: the functions that only read patient data (the MIS sync, the
+hand-off) keep read-only access to the StateTable, billing can be given read access to this table and to
+nothing personal, and the erasure and export of a patient never need to know about it. A table costs
+nothing while idle (on demand). The items hold counters only and have no TTL (billing records); their
+attribute names are the counter names of ``clinicbot.metering.usage``, and an item stays well under 1 KB,
+so a flush costs one write unit.
 
 How it is written: each Lambda container sums its invocations in a :class:`RollupBuffer` and flushes them
 with ONE atomic ``UpdateItem ... ADD`` when N invocations (default 50) or T seconds (default 300) have
@@ -36,6 +37,7 @@ from clinicbot.metering.usage import Usage
 
 __all__ = [
     "CLINIC_PREFIX",
+    "DEFAULT_TABLE",
     "PK_PREFIX",
     "DynamoRollupStore",
     "InMemoryRollupStore",
@@ -48,6 +50,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+DEFAULT_TABLE = "clinicbot-usage"
 PK_PREFIX = "USAGE#"
 CLINIC_PREFIX = "CLINIC#"
 _META = frozenset({"pk", "sk", "updated_at", "flushes"})
@@ -92,16 +95,19 @@ class InMemoryRollupStore:
         old = self.items.get((month, clinic))
         usage = old.usage.copy() if old else Usage()
         usage.merge(counts)
-        self.items[(month, clinic)] = RollupItem(month, clinic, usage, (old.flushes if old else 0) + 1, int(now))
+        self.items[(month, clinic)] = RollupItem(
+            month, clinic, usage, (old.flushes if old else 0) + 1, int(now)
+        )
 
     def month(self, month: str, clinic: str | None = None) -> list[RollupItem]:
         return [i for (m, c), i in sorted(self.items.items()) if m == month and clinic in (None, c)]
 
 
 class DynamoRollupStore:
-    """The rollup items in the StateTable, through pynamodb's low-level connection (the botocore client the
-    function already has: no boto3 import, no second client at cold start). Table, region, endpoint and
-    timeouts default to the StateTable model's configuration."""
+    """The rollup items in the UsageTable, through pynamodb's low-level connection (botocore, which every
+    function has loaded already: no boto3 import, no client built at cold start -- only at the first flush).
+    The table defaults to ``CLINICBOT_USAGE_TABLE`` (``clinicbot-usage``); region, endpoint and timeouts to
+    the StateTable model's configuration (the standard ``AWS_*`` variables)."""
 
     def __init__(
         self,
@@ -123,7 +129,7 @@ class DynamoRollupStore:
         from clinicbot.storage.models import StateItem
 
         meta: Any = StateItem.Meta
-        table = self._table or os.environ.get("CLINICBOT_STATE_TABLE") or meta.table_name
+        table = self._table or os.environ.get("CLINICBOT_USAGE_TABLE") or DEFAULT_TABLE
         if self._connection is None:
             from pynamodb.connection import Connection
 

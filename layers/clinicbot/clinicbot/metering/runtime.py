@@ -222,12 +222,20 @@ def _crm_methods() -> frozenset[str]:
 
 
 def _counting(target: Any, counter: Name, methods: frozenset[str]) -> Any:
-    return target if target is None or isinstance(target, CountingProxy) else CountingProxy(target, counter, methods)
+    return (
+        target
+        if target is None or isinstance(target, CountingProxy)
+        else CountingProxy(target, counter, methods)
+    )
 
 
 # ----------------------------------------------------------------------------------- the functions
 def for_webhook(
-    app: Any, *, meter: Meter | None = None, store: RollupStore | None = None, config: MeteringConfig | None = None
+    app: Any,
+    *,
+    meter: Meter | None = None,
+    store: RollupStore | None = None,
+    config: MeteringConfig | None = None,
 ) -> FunctionMeter:
     """The webhook (``clinicbot.telegram.webhook.WebhookApp``): counts updates by outcome, replies and
     relays (the response body and the Bot API calls), hand-offs queued, MIS calls."""
@@ -260,7 +268,11 @@ def for_webhook(
 
 
 def for_reminders(
-    app: Any, *, meter: Meter | None = None, store: RollupStore | None = None, config: MeteringConfig | None = None
+    app: Any,
+    *,
+    meter: Meter | None = None,
+    store: RollupStore | None = None,
+    config: MeteringConfig | None = None,
 ) -> FunctionMeter:
     """The reminders function (``clinicbot.reminders.app.RemindersApp``): messages by kind from the run's
     report, MIS calls (the visit checks). Flushes the rollup at the end of every run."""
@@ -280,7 +292,11 @@ def for_reminders(
 
 
 def for_mis_sync(
-    job: Any, *, meter: Meter | None = None, store: RollupStore | None = None, config: MeteringConfig | None = None
+    job: Any,
+    *,
+    meter: Meter | None = None,
+    store: RollupStore | None = None,
+    config: MeteringConfig | None = None,
 ) -> FunctionMeter:
     """The MIS sync (``clinicbot.schedule.job.SyncJob``): MIS calls. Flushes at the end of every run."""
     meter = meter or Meter("mis_sync", config=config, store=store, flush_every_run=True)
@@ -289,7 +305,11 @@ def for_mis_sync(
 
 
 def for_handoff(
-    app: Any, *, meter: Meter | None = None, store: RollupStore | None = None, config: MeteringConfig | None = None
+    app: Any,
+    *,
+    meter: Meter | None = None,
+    store: RollupStore | None = None,
+    config: MeteringConfig | None = None,
 ) -> FunctionMeter:
     """The hand-off function (``clinicbot.handoff.runtime.HandoffApp``): CRM calls, MIS calls (patient
     look-ups), messages relayed to patients or into the staff group."""

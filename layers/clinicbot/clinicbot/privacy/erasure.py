@@ -10,7 +10,10 @@
 
 The hand-off function, consuming the ``erasure`` message, calls :func:`complete_erasure`: the erasers run
 again (catching anything another function wrote in between, e.g. a reminder planned by the MIS sync at
-that very minute) and the sweeps that need a Scan (slot claims) run too.
+that very minute), then the sweeps the webhook cannot do: what only a Scan finds (slot claims, which carry
+the MIS patient id for two minutes) and what the webhook may not write (the MIS sync's cursor in the
+read-only schedule cache, when it points at the patient). That function's role needs, besides what its
+stores need, ``dynamodb:Scan`` on the StateTable and ``dynamodb:UpdateItem`` on the ScheduleTable.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ HandoffTable       requests with sealed personal fields, request numbers, thread
                    the ``owner`` GSI (``DynamoHandoffStore.erase_user``)
 ScheduleTable      reference data and free slots: nothing personal, except the MIS sync's visits cursor (a
                    DynamoDB LastEvaluatedKey of the ``patient`` GSI) when it happens to point at this patient:
-                   it is reset (the next sync pass starts over; the pass is idempotent)
+                   it is reset by the deferred pass (the next sync pass starts over; it is idempotent)
 =================  ==========================================================================================
 
 Every eraser is idempotent and deletes by key (the webhook's role has no Scan). Values are exported as
@@ -312,7 +312,8 @@ class HandoffStore:
 class ScheduleCursorStore:
     """The ScheduleTable (MIS sync) caches reference data and free slots: nothing about patients. Its one
     trace of a patient is the visits pass's cursor, a LastEvaluatedKey of the StateTable's ``patient``
-    GSI, when it points at this patient: reset, so the next pass starts over (it is idempotent)."""
+    GSI, when it points at this patient: reset, so the next pass starts over (it is idempotent). The
+    webhook may only read this table, so the reset is done by the deferred erasure pass (:meth:`sweep`)."""
 
     name = "schedule"
     tables: tuple[str, ...] = ("ScheduleTable",)
@@ -321,21 +322,37 @@ class ScheduleCursorStore:
         return {}
 
     def erase(self, telegram_user_id: int, patient_id: str | None) -> int:
+        return 0  # the webhook only reads the schedule cache: the reset is the deferred pass's (sweep)
+
+    def sweep(self, telegram_user_id: int, patient_id: str | None) -> int:
+        from pynamodb.exceptions import UpdateError
+
         from clinicbot.schedule.models import SYNC_PK, VISITS_SK, VisitsCursorItem
         from clinicbot.storage.models import user_pk
 
-        try:
-            item = VisitsCursorItem.get(SYNC_PK, VISITS_SK, consistent_read=True)
-        except VisitsCursorItem.DoesNotExist:
-            return 0
-        cursor = item.cursor or {}
-        values = {str(plain(v)) for v in cursor.values()} if isinstance(cursor, dict) else set()
-        if user_pk(telegram_user_id) not in values and (not patient_id or patient_id not in values):
-            return 0
-        item.cursor = None
-        item.save()
-        log.info("MIS sync visits cursor reset: it pointed at an erased patient")
-        return 1
+        for _attempt in range(3):
+            try:
+                item = VisitsCursorItem.get(SYNC_PK, VISITS_SK, consistent_read=True)
+            except VisitsCursorItem.DoesNotExist:
+                return 0
+            cursor = item.cursor or {}
+            values = {str(plain(v)) for v in cursor.values()} if isinstance(cursor, dict) else set()
+            if user_pk(telegram_user_id) not in values and (not patient_id or patient_id not in values):
+                return 0
+            try:
+                VisitsCursorItem._get_connection().update_item(
+                    SYNC_PK,
+                    VISITS_SK,
+                    actions=[VisitsCursorItem.cursor.remove()],
+                    condition=VisitsCursorItem.updated_at == item.updated_at,  # the sync did not move it
+                )
+            except UpdateError as exc:
+                if exc.cause_response_code == "ConditionalCheckFailedException":
+                    continue
+                raise
+            log.info("MIS sync visits cursor reset: it pointed at an erased patient")
+            return 1
+        return 0
 
 
 # ------------------------------------------------------------------------------------------- assembly

@@ -277,28 +277,44 @@ class ReminderRunner:
         await self._gather(self._io(self._chain, i, now) for i in held if i.kind is Kind.MED)
 
         visits = await self._visits(held, cards, now) if self.verify_with_mis else {}
+        # deciding and rendering a thousand messages is CPU work: off the loop, so the sender keeps its pace
+        prepared, decisions = await asyncio.to_thread(self._compose, held, cards, reference, now, visits)
+        for item, decision in decisions:
+            done = await self._io(self._apply, item, decision, now)
+            if done == "waiting":
+                report.waiting += 1
+            elif done == "cancelled":
+                report.cancelled += 1
+            elif done == "skipped":
+                report.skipped[decision[1]] += 1
+        return prepared
+
+    def _compose(
+        self,
+        held: Sequence[DueItem],
+        cards: dict[int, PatientCard],
+        reference: Reference,
+        now: datetime,
+        visits: dict[str, PatientVisits | None],
+    ) -> tuple[_Prepared, list[tuple[DueItem, tuple[str, Any]]]]:
         prepared = _Prepared()
+        decisions: list[tuple[DueItem, tuple[str, Any]]] = []
         for item in held:
             card = cards.get(item.user_id)
             decision = self._decide(item, card, now, visits)
+            message: OutgoingMessage | None = None
             if decision is None:
                 assert card is not None
                 message = self._message(item, card, reference, now, visits)
                 if message is None:
                     decision = ("skip", "no-survey" if item.kind is Kind.SURVEY else "nothing-to-say")
             if decision is not None:
-                done = await self._io(self._apply, item, decision, now)
-                if done == "waiting":
-                    report.waiting += 1
-                elif done == "cancelled":
-                    report.cancelled += 1
-                elif done == "skipped":
-                    report.skipped[decision[1]] += 1
+                decisions.append((item, decision))
                 continue
             assert message is not None
             prepared.messages.append(message)
             prepared.held[message.key] = item
-        return prepared
+        return prepared, decisions
 
     def _chain(self, item: DueItem, now: datetime) -> None:
         series = item.series or {}

@@ -11,9 +11,18 @@ from aiogram.fsm.strategy import FSMStrategy
 from clinicbot.config import Settings
 from clinicbot.telegram.context import ContextMiddleware
 from clinicbot.telegram.fsm import DynamoStorage
-from clinicbot.telegram.routers import account, booking, feedback, info, onboarding, privacy, visits
-from clinicbot.telegram.routers import handoff, staff
-from clinicbot.telegram.routers import reminders
+from clinicbot.telegram.routers import (
+    account,
+    booking,
+    feedback,
+    handoff,
+    info,
+    onboarding,
+    privacy,
+    reminders,
+    staff,
+    visits,
+)
 
 
 def build_dispatcher(settings: Settings, *, mis: Any, outbox: Any | None = None) -> Dispatcher:

@@ -63,6 +63,7 @@ from clinicbot.handoff.requests import (
 from clinicbot.handoff.store import DynamoHandoffStore, HandoffStore
 from clinicbot.i18n import Translator
 from clinicbot.mis.errors import MisUnavailable, NotFound
+from clinicbot.mis.models import Appointment
 from clinicbot.mis.port import MisPort
 from clinicbot.telegram.callbacks import MenuCb
 from clinicbot.telegram.context import Onboarding
@@ -80,7 +81,7 @@ from clinicbot.telegram.handoff_keyboards import (
 )
 from clinicbot.telegram.keyboards import contact_keyboard, main_menu
 
-__all__ = ["CallbackSG", "CertificateSG", "ChatSG", "build_router", "build_state_router"]
+__all__ = ["CallbackSG", "CertificateSG", "ChatSG", "build_router", "build_state_router", "start_callback"]
 
 log = logging.getLogger(__name__)
 
@@ -272,6 +273,32 @@ def birth_screen(t: Translator) -> tuple[str, InlineKeyboardMarkup]:
     return t("certificate.birth.ask"), nav_keyboard(t)
 
 
+async def start_callback(
+    query: CallbackQuery,
+    state: FSMContext,
+    t: Translator,
+    mis: MisPort,
+    patient_id: str,
+    *,
+    visit: Appointment | None = None,
+) -> Reply:
+    """The first screen of "call me back"; with ``visit`` the request is about that visit (for the visits
+    router: its "call me back" button can hand over here to get the number, window and topic too)."""
+    await state.set_state(CallbackSG.phone)
+    phone = await _card_phone(mis, patient_id)
+    data: dict[str, Any] = {"ho_card_phone": phone}
+    if visit is not None:
+        data["ho_visit"] = {
+            "appointment_id": visit.id,
+            "start": visit.start.isoformat(),
+            "branch_id": visit.branch_id,
+        }
+    await state.set_data(data)
+    await query.answer()
+    text, markup = phone_screen(t, phone)
+    return SendMessage(chat_id=query.from_user.id, text=text, reply_markup=markup)
+
+
 # ============================================================================ the buttons
 def build_router() -> Router:
     router = Router(name="handoff")
@@ -283,12 +310,7 @@ def build_router() -> Router:
     async def callback_start(
         query: CallbackQuery, state: FSMContext, t: Translator, mis: MisPort, patient_id: str
     ) -> Reply:
-        await state.set_state(CallbackSG.phone)
-        phone = await _card_phone(mis, patient_id)
-        await state.set_data({"ho_card_phone": phone})
-        await query.answer()
-        text, markup = phone_screen(t, phone)
-        return SendMessage(chat_id=query.from_user.id, text=text, reply_markup=markup)
+        return await start_callback(query, state, t, mis, patient_id)
 
     @router.callback_query(StateFilter(CallbackSG.phone), HandoffCb.filter(F.a == "ph"))
     async def callback_phone(
@@ -342,12 +364,14 @@ def build_router() -> Router:
         event_update: Update | None = None,
     ) -> Reply:
         data = await state.get_data()
+        visit = data.get("ho_visit") or {}
         fields = {
             "patient_id": patient_id,
-            "reason": "menu",
+            "reason": "visit" if visit else "menu",
             "phone": data.get("ho_phone") if data.get("ho_phone_src") == "new" else None,
             "window": data.get("ho_window"),
             "topic": data.get("ho_topic"),
+            **visit,
         }
         user_id = query.from_user.id
         try:
