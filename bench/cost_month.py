@@ -1,7 +1,7 @@
 """What a month of one clinic costs on AWS, measured: 20,000 patient messages through the real functions.
 
-    .venv/bin/python -m bench.cost_month                   # 3 simulated days at a month's intensity, scaled
-    .venv/bin/python -m bench.cost_month --days 1 --write-readme --write-model
+    .venv/bin/python -m bench.cost_month                   # 1 simulated day at a month's intensity, scaled
+    .venv/bin/python -m bench.cost_month --write-readme --write-model   # and rewrite README's table
 
 How (everything the functions do is real; what AWS would add is modelled and printed):
 
@@ -133,6 +133,7 @@ class Invocation:
     log_bytes: int = 0
     usage: dict[str, int] = field(default_factory=dict)
     metrics: set[str] = field(default_factory=set)  # the functions' own EMF metrics emitted
+    metrics_nonzero: set[str] = field(default_factory=set)  # … of them with a value other than 0
     patient_updates: int = 0
 
 
@@ -158,12 +159,17 @@ class CountingStream(io.TextIOBase):
         self.emf.clear()
 
 
-def metric_ids(doc: dict[str, Any]) -> set[str]:
+def metric_ids(doc: dict[str, Any], *, nonzero: bool = False) -> set[str]:
+    """The custom metrics an EMF document creates (``nonzero``: only those with a value other than 0)."""
     ids = set()
     for directive in doc["_aws"].get("CloudWatchMetrics") or []:
         for dims in directive.get("Dimensions") or [[]]:
             dim = ",".join(f"{d}={doc.get(d)}" for d in sorted(dims))
             for metric in directive.get("Metrics") or []:
+                value = doc.get(metric["Name"])
+                values = value if isinstance(value, list) else [value]
+                if nonzero and not any(v for v in values):
+                    continue
                 ids.add(f"{directive.get('Namespace')}:{metric['Name']}[{dim}]")
     return ids
 
@@ -177,7 +183,6 @@ class Recorder:
         self.esm_sqs = 0  # the event source mapping's receives and deletes
         self.warmup = Counter[str]()
         self.invocations: list[Invocation] = []
-        self.main = threading.main_thread()
         self._side = threading.local()
         self._original: Any = None
         self.stream = CountingStream()
@@ -192,7 +197,9 @@ class Recorder:
         recorder = self
 
         def hooked(client: Any, operation: str, params: dict[str, Any]) -> Any:
-            if threading.current_thread() is not recorder.main or getattr(recorder._side, "on", False):
+            # every botocore call is the functions' (main thread, or the asyncio executor threads the
+            # reminders run its DynamoDB calls in); the servers on loopback make none. Side reads are ours.
+            if getattr(recorder._side, "on", False):
                 return original(client, operation, params)
             service = client.meta.service_model.service_name
             if service == "dynamodb":
@@ -342,6 +349,22 @@ class Recorder:
                 self.warmup["ddb"] += 1
 
 
+def function_cpu() -> dict[int, float]:
+    """CPU seconds of the threads that run function code: this (main) thread and the asyncio executor's
+    (``asyncio.to_thread``: the reminders run do their DynamoDB calls there). Not the moto server, the fake
+    Bot API or the fake CRM: they stand in for other services."""
+    clocks = {0: time.thread_time()}
+    for thread in threading.enumerate():
+        if thread.name.startswith("asyncio_") and thread.ident is not None:
+            with contextlib.suppress(OSError, AttributeError):
+                clocks[thread.ident] = time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+    return clocks
+
+
+def _cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
+    return sum(value - before.get(ident, 0.0) for ident, value in after.items())
+
+
 def _unfiltered(params: dict[str, Any]) -> dict[str, Any]:
     """The same page without its filter and projection: the items DynamoDB evaluated (and bills)."""
     side = {
@@ -448,11 +471,11 @@ class Sim:
         self.recorder.current = inv if self.recording else None
         saved = sys.stdout
         sys.stdout = stream
-        cpu0, wall0 = time.thread_time(), time.perf_counter()
+        cpu0, wall0 = function_cpu(), time.perf_counter()
         try:
             answer = call(event, LambdaContext(function_name=f"clinicbot-{fn}", timeout_ms=TIMEOUT_MS[fn]))
         finally:
-            inv.cpu_ms = (time.thread_time() - cpu0) * 1000
+            inv.cpu_ms = _cpu_delta(cpu0, function_cpu()) * 1000
             inv.wall_ms = (time.perf_counter() - wall0) * 1000
             sys.stdout = saved
             self.recorder.current = None
@@ -464,6 +487,7 @@ class Sim:
         inv.log_bytes = stream.bytes
         for doc in stream.emf:
             inv.metrics |= metric_ids(doc)
+            inv.metrics_nonzero |= metric_ids(doc, nonzero=True)
         last = fm.last
         inv.usage = last.as_dict() if last is not None else {}
         if self.recording:
@@ -827,9 +851,9 @@ def seed_visits(sim: Sim, first: date, days: int, per_day: int) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=20_000, help="patient messages in the month")
-    parser.add_argument("--days", type=float, default=3.0, help="days simulated at the month's intensity")
+    parser.add_argument("--days", type=float, default=1.0, help="days simulated at the month's intensity")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--sync-runs", type=int, default=36, help="MIS sync runs measured in the sample")
+    parser.add_argument("--sync-runs", type=int, default=8, help="MIS sync runs measured in the sample")
     parser.add_argument(
         "--memory", type=int, default=512, help="MB of every function (the template's Globals)"
     )
@@ -978,7 +1002,7 @@ class MonthResult:
     rollup_per_update: float
     usage_metric_count: int
     memory_table: list[tuple[int, float, float, float, float]]
-    lines_note: dict[str, str]
+    what_if: dict[str, float]
     coefficients: dict[str, Any]
 
 
@@ -1058,7 +1082,13 @@ def month(
     }
 
     def profile_for(
-        m: Any, *, quiet: bool = False, metrics_on: bool = False
+        m: Any,
+        *,
+        quiet: bool = False,
+        metrics_on: bool = False,
+        nonzero_only: bool = False,
+        pollers: int = 5,
+        xray: bool = tracing,
     ) -> tuple[MonthProfile, dict[str, dict[str, float]]]:
         prof = MonthProfile(alarms=alarms, pitr=True)
         per_fn: dict[str, dict[str, float]] = {}
@@ -1108,11 +1138,10 @@ def month(
             prof.sqs_requests += recorder.esm_sqs * scale["handoff"]
         # the event source mapping polls with 5 pollers (MaximumConcurrency turns off the scale-down to 2),
         # each a 20-second long poll, around the clock
-        prof.sqs_idle_receives = 5 * 3 * 60 * 24 * MONTH_DAYS
+        prof.sqs_idle_receives = pollers * 3 * 60 * 24 * MONTH_DAYS
         prof.scheduler_invocations = len(reminder_times) + len(sync_times)
-        if (
-            tracing
-        ):  # Tracing: Active: at this traffic the default rule (1 a second + 5 %) samples every invocation
+        # Tracing: Active: at this traffic the default sampling rule (1 a second + 5 %) records every invocation
+        if xray:
             prof.xray_traces = sum(f.invocations for f in prof.functions.values())
         prof.log_storage_gb = (
             prof.log_ingest_gb
@@ -1125,7 +1154,7 @@ def month(
             if quiet and inv.fn in ("webhook", "handoff"):
                 continue
             hour = int((inv.at - window_start.timestamp()) // 3600)
-            for metric in inv.metrics:
+            for metric in inv.metrics_nonzero if nonzero_only else inv.metrics:
                 hours[metric].add(hour)
             for counter, name in METRIC_NAMES.items():
                 if inv.usage.get(counter):
@@ -1162,6 +1191,17 @@ def month(
     quiet_bill = price(quiet_profile, book)
     on_profile, _ = profile_for(model, metrics_on=True)
     metrics_on_bill = price(on_profile, book)
+    # what the other functions' settings cost: the same month priced with each changed (model only)
+    what_if = {
+        "the reminders' zero-valued metrics not emitted": price(
+            profile_for(model, nonzero_only=True)[0], book
+        ).total,
+        "the SQS event source mapping without MaximumConcurrency (2 idle pollers)": price(
+            profile_for(model, pollers=2)[0], book
+        ).total,
+        "Tracing off (X-Ray)": price(profile_for(model, xray=False)[0], book).total,
+        "all three": price(profile_for(model, nonzero_only=True, pollers=2, xray=False)[0], book).total,
+    }
 
     memory_table = []
     for mb in (128, 256, 512, 1024, 1769):
@@ -1194,7 +1234,7 @@ def month(
     coefficients["_storage_gb"] = round(profile.ddb_storage_gb, 6)
     return MonthResult(
         profile, bill, quiet_bill, metrics_on_bill, per_fn, scale_time, scale_traffic, patient_updates,
-        rollup_per_update, len(on_profile.usage_metric_names), memory_table, {}, coefficients,
+        rollup_per_update, len(on_profile.usage_metric_names), memory_table, what_if, coefficients,
     )  # fmt: skip
 
 
@@ -1235,8 +1275,9 @@ def report(
         print(f"{fn:<10}{p['invocations']:>10,.0f}{p['mean_cpu_ms']:>9.1f}{p['mean_billed_ms']:>11.1f}{p['ddb']:>9.2f}"
               f"{p['rru']:>8.2f}{p['wru']:>8.2f}{p['log_bytes']:>8.0f}{p['cold_starts']:>7.0f}{init_cpu[fn]:>12.2f}"
               f"{p['init_ms']:>9.0f}")  # fmt: skip
-    print(f"Usage rollup: {r.rollup_per_update:.4f} WRU per webhook update (1/N of a write, N = 50), "
-          f"on top of the budget of 1 read + 1 write per update.")  # fmt: skip
+    print(f"Usage rollup: {r.rollup_per_update:.3f} WRU per webhook update on top of its budget of 1 read + 1 write "
+          f"(N = 50 alone: 0.020; at a clinic's pace the T = 300 s rule flushes first, which bounds what a "
+          f"reclaimed container can lose to 5 minutes of updates).")  # fmt: skip
     print()
     print(f"The month's bill, {book.region_name} ({args.region}), on-demand list prices of {book.taken_on}, "
           "no free tier (* = paid whatever the traffic):")  # fmt: skip
@@ -1256,6 +1297,10 @@ def report(
           f"still run): ${r.quiet_bill.total:.4f}.")  # fmt: skip
     print(f"With CLINICBOT_USAGE_METRICS=on ({r.usage_metric_count} custom metrics for this clinic): "
           f"${r.metrics_on_bill.total:.4f} (+${r.metrics_on_bill.total - r.bill.total:.4f}).")  # fmt: skip
+    print(f"What 20,000 messages add to a quiet month: ${r.bill.total - r.quiet_bill.total:.4f}.")
+    print("The same month if other functions' settings changed (model only):")
+    for label, total in r.what_if.items():
+        print(f"  {label:<74} ${total:.4f}")
     print()
     print("The knob: memory size (every function; CPU is memory/1769 of a vCPU below 1,769 MB).")
     print(
@@ -1312,7 +1357,11 @@ def write_readme(args: argparse.Namespace, r: MonthResult, book: Any) -> None:
         f"Dominant line: **{dominant.service} / {dominant.item}** (${dominant.usd:.4f}, {r.bill.share(dominant):.0%}). "
         f"Goal ≤ $0.10: {'met' if r.bill.total <= 0.10 else f'missed by ${r.bill.total - 0.10:.4f}'}. "
         f"Paid whatever the traffic: ${r.bill.fixed_total:.4f}; a quiet month: ${r.quiet_bill.total:.4f}; "
-        f"with `CLINICBOT_USAGE_METRICS=on`: ${r.metrics_on_bill.total:.4f}.\n\n"
+        f"with `CLINICBOT_USAGE_METRICS=on`: ${r.metrics_on_bill.total:.4f}; what the messages add to a quiet "
+        f"month: ${r.bill.total - r.quiet_bill.total:.4f}.\n\n"
+        "| the same month if … (model only) | USD/month |\n|---|---:|\n"
+        + "".join(f"| {label} | {total:.4f} |\n" for label, total in r.what_if.items())
+        + "\n"
         "| memory MB | Lambda $/month | warm update ms | cold start ms | cold start ms, no INIT boost |\n"
         "|---:|---:|---:|---:|---:|\n"
         f"{memory}\n"

@@ -62,11 +62,14 @@ def run_campaign(
     budget: float = 60,
     batch: int = 200,
     max_segments: int | None = None,
+    clock: Any = None,
 ) -> RunReport:
     async def go() -> RunReport:
         client = BotApiClient(bot.botapi.token, base_url=bot.botapi.base_url)
         try:
-            runner = BroadcastRunner(sender=BulkSender(client), mis=bot.mis, batch=batch)
+            runner = BroadcastRunner(
+                sender=BulkSender(client), mis=bot.mis, batch=batch, clock=clock or time.monotonic
+            )
             return await runner.run(
                 campaign_id, deadline=time.monotonic() + budget, max_segments=max_segments
             )
@@ -164,19 +167,58 @@ def test_a_campaign_goes_in_chunks_and_resumes(bot: WebhookHarness) -> None:
     assert received(bot, "По частям") == {u: 1 for u in range(920_400, 920_412)}
 
 
-def test_a_deadline_defers_and_the_next_run_sends_the_rest(bot: WebhookHarness) -> None:
+def test_time_running_out_stops_between_batches_and_the_next_run_goes_on(bot: WebhookHarness) -> None:
     people = range(920_500, 920_540)
     for user_id in people:
         card(user_id, marketing=True)
     campaign_id = start_broadcast(Campaign(texts={"ru": "Не всё сразу"}, total_segments=1))
-    bot.botapi.delay(0.6, "sendMessage")
-    # the runner keeps a 2 s margin: 2 s of sending, in batches of 10 -- not enough for 40 at 0.6 s each
-    first = run_campaign(bot, campaign_id, budget=4.0, batch=10)
-    bot.botapi.delay(0, "sendMessage")
-    assert first.status is CampaignStatus.RUNNING and 0 < first.sent < len(people)
-    second = run_campaign(bot, campaign_id)
-    assert second.status is CampaignStatus.DONE and second.skipped == first.sent
+    calls = {"n": 0}
+
+    def clock() -> float:  # the segment starts and one batch goes; then the budget is spent
+        calls["n"] += 1
+        return time.monotonic() if calls["n"] <= 2 else float("inf")
+
+    first = run_campaign(bot, campaign_id, batch=10, clock=clock)
+    assert first.status is CampaignStatus.RUNNING and first.sent == 10
+    second = run_campaign(bot, campaign_id, batch=10)
+    assert second.status is CampaignStatus.DONE and second.skipped == 10 and second.sent == 30
     assert received(bot, "Не всё сразу") == {u: 1 for u in people}
+
+
+def test_deferred_messages_give_their_mark_back(bot: WebhookHarness) -> None:
+    from clinicbot.sending.sender import Outcome, SendReport, SendStatus
+    from clinicbot.storage.models import BroadcastMarkItem, StateItem, user_pk
+
+    people = range(920_550, 920_556)
+    for user_id in people:
+        card(user_id, marketing=True)
+    campaign_id = start_broadcast(Campaign(texts={"ru": "Дедлайн"}, total_segments=1))
+
+    class HalfInTime:
+        """A sender whose deadline comes after half of the messages: the rest is deferred."""
+
+        async def send(self, messages: Any, *, deadline: float, on_result: Any) -> SendReport:
+            report = SendReport()
+            for n, message in enumerate(messages):
+                status = SendStatus.SENT if n % 2 == 0 else SendStatus.DEFERRED
+                report.outcomes[message.key] = Outcome(status, message_id=1)
+                await on_result(message.key, report.outcomes[message.key])
+            return report
+
+    async def go() -> RunReport:
+        runner = BroadcastRunner(sender=HalfInTime(), mis=bot.mis)  # type: ignore[arg-type]
+        return await runner.run(campaign_id, deadline=time.monotonic() + 60)
+
+    first = asyncio.run(go())
+    assert first.status is CampaignStatus.RUNNING and (first.sent, first.deferred) == (3, 3)
+
+    def marked(user_id: int) -> list[Any]:
+        return [i for i in StateItem.query(user_pk(user_id)) if isinstance(i, BroadcastMarkItem)]
+
+    assert sorted(len(marked(u)) for u in people) == [0, 0, 0, 1, 1, 1]
+    assert {m.status for u in people for m in marked(u)} == {"sent"}
+    second = run_campaign(bot, campaign_id)  # the real sender: only the deferred three go
+    assert second.status is CampaignStatus.DONE and (second.sent, second.skipped) == (3, 3)
 
 
 def test_segments_by_branch_and_by_last_visit(bot: WebhookHarness) -> None:

@@ -200,7 +200,8 @@ def test_what_is_left_when_time_runs_out_stays_pending_for_the_next_run(fn: Fn, 
         due_medication(store, 2500 + n, f"T{n}")
     short = LambdaContext("clinicbot-reminders", timeout_ms=13_000)  # 3 s after the 10 s margin
     first = fn.app.handle_event(scheduled_event(), short)
-    assert 0 < sum(first["sent"].values()) < 45 and first["left_for_next_run"] > 0
+    # Under load the 3 s may go before the first send: what matters is that the rest stays pending.
+    assert sum(first["sent"].values()) < 45 and first["left_for_next_run"] > 0
     left = [
         i
         for n in range(45)

@@ -10,6 +10,7 @@ FeedbackTable      named ratings and NPS answers, by the ``owner`` GSI (anonymou
 ReminderTable      the user's partition ``U#<telegram id>`` (due items, medication schedules)
 HandoffTable       requests with sealed personal fields, request numbers, threads: by the user's partition and
                    the ``owner`` GSI (``DynamoHandoffStore.erase_user``)
+UsageTable         metering counters per clinic and month: nothing personal (``NoPersonalData``)
 ScheduleTable      reference data and free slots: nothing personal, except the MIS sync's visits cursor (a
                    DynamoDB LastEvaluatedKey of the ``patient`` GSI) when it happens to point at this patient:
                    it is reset by the deferred pass (the next sync pass starts over; it is idempotent)
@@ -358,7 +359,7 @@ class ScheduleCursorStore:
 # ------------------------------------------------------------------------------------------- assembly
 def default_registry() -> Any:
     """Every store of this build. Stores are cheap: build one per use or keep one per cold start."""
-    from clinicbot.privacy.registry import Registry
+    from clinicbot.privacy.registry import NoPersonalData, Registry
 
     return Registry(
         [
@@ -367,5 +368,10 @@ def default_registry() -> Any:
             ReminderStore(),
             ScheduleCursorStore(),
             HandoffStore(),
+            NoPersonalData(
+                "usage",
+                ("UsageTable",),
+                "clinicbot.metering: counters per clinic and month (pk USAGE#<month>, sk CLINIC#<id>), no ids",
+            ),
         ]
     )

@@ -359,6 +359,8 @@ class ReminderRunner:
             return ("skip", "no-card")
         if card.unreachable_at is not None:
             return ("skip", "unreachable")
+        if item.kind is not Kind.MED and item.patient_id and card.patient_id != item.patient_id:
+            return ("skip", "relinked")  # this Telegram user is now another MIS patient
         if item.setting in set(card.reminders_off):
             return ("skip", "off")
         tz = ZoneInfo(item.tz)
