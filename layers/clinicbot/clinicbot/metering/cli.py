@@ -24,10 +24,11 @@ def cmd_usage(args: argparse.Namespace) -> int:
     region = (
         args.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
     )
+    if not args.prices and region not in ("eu-central-1", "us-east-1"):
+        print(f"no prices for {region}: using {DEFAULT_REGION}'s (give yours with --prices)", file=sys.stderr)
+        region = DEFAULT_REGION
     try:
-        book = PriceBook.load(
-            region if args.prices or region in ("eu-central-1", "us-east-1") else DEFAULT_REGION, args.prices
-        )
+        book = PriceBook.load(region, args.prices)
     except (KeyError, ValueError) as exc:
         print(f"prices: {exc}", file=sys.stderr)
         return 2

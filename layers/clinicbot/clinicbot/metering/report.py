@@ -12,7 +12,6 @@ AWS bill (Cost Explorer, by the stack's tags) is the truth.
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -183,7 +182,3 @@ def read_items(store: RollupStore, month: str, clinic: str | None = None) -> lis
     if not MONTH_RE.match(month):
         raise ValueError("--month must be YYYY-MM")
     return store.month(month, clinic)
-
-
-def memory_from_env() -> int:
-    return int(os.environ.get("CLINICBOT_MEMORY_MB") or 512)

@@ -40,10 +40,15 @@ EXPORT_FORMAT = "clinicbot-personal-data/1"
 
 @runtime_checkable
 class PersonalDataStore(Protocol):
-    name: str
-    """Short and stable: the section of the export ("state", "feedback", ...)."""
-    tables: tuple[str, ...]
-    """Logical ids of the template's tables this store covers (``"StateTable"``)."""
+    @property
+    def name(self) -> str:
+        """Short and stable: the section of the export ("state", "feedback", ...)."""
+        ...
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        """Logical ids of the template's tables this store covers (``"StateTable"``)."""
+        ...
 
     def export(self, telegram_user_id: int, patient_id: str | None) -> dict[str, Any]: ...
 
