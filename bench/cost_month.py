@@ -131,10 +131,88 @@ class Invocation:
     botapi: int = 0
     out_bytes: int = 0
     log_bytes: int = 0
+    warn_log_bytes: int = 0
     usage: dict[str, int] = field(default_factory=dict)
     metrics: set[str] = field(default_factory=set)  # the functions' own EMF metrics emitted
     metrics_nonzero: set[str] = field(default_factory=set)  # … of them with a value other than 0
     patient_updates: int = 0
+    ops: dict[str, list[float]] = field(default_factory=dict)  # "Operation table" -> [requests, RRU, WRU]
+
+
+_INFO_LINE = re.compile(r'"level":\s*"(DEBUG|INFO)"')
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What ``template.yaml`` deploys with its parameters' defaults, as far as the bill is concerned."""
+
+    log_level: str = "WARN"
+    tracing: bool = False
+    alarms: int = 0  # alarms deployed
+    alarms_optional: int = 0  # alarms behind the Alarms parameter
+    kms: bool = False
+    sqs_pollers: bool = False  # an SQS event source mapping: its pollers receive around the clock
+    scheduler: bool = False  # EventBridge Scheduler (billed per invocation) rather than rules (free)
+    http_api: bool = True
+
+    @property
+    def platform_logs(self) -> bool:
+        return self.log_level in ("DEBUG", "INFO")
+
+    @classmethod
+    def from_template(cls, template: dict[str, Any], **overrides: str) -> Deployment:
+        params = {k: str(v.get("Default", "")) for k, v in (template.get("Parameters") or {}).items()}
+        params.update(overrides)
+        conditions = {
+            "AlarmsOn": params.get("Alarms") == "on",
+            "TracingOn": params.get("Tracing") == "on",
+            "TablesUseKms": params.get("TableEncryption") == "aws-managed-kms",
+        }
+        resources = template["Resources"]
+        deployed = {
+            n: r
+            for n, r in resources.items()
+            if r.get("Condition") is None or conditions.get(r["Condition"], True)
+        }
+        alarms = [r for r in resources.values() if r.get("Type") == "AWS::CloudWatch::Alarm"]
+        tracing = (template.get("Globals") or {}).get("Function", {}).get("Tracing")
+        if isinstance(tracing, dict):  # !If [TracingOn, Active, PassThrough]
+            cond, yes, no = tracing["Fn::If"]
+            tracing = yes if conditions.get(cond) else no
+        sse = [
+            r["Properties"].get("SSESpecification")
+            for r in deployed.values()
+            if r["Type"] == "AWS::DynamoDB::Table"
+        ]
+        kms = any(
+            (conditions.get(x["Fn::If"][0]) and x["Fn::If"][1].get("SSEType") == "KMS")
+            if isinstance(x, dict) and "Fn::If" in x
+            else isinstance(x, dict) and x.get("SSEType") == "KMS"
+            for x in sse
+        )
+        events = [
+            e
+            for r in deployed.values()
+            if r["Type"] == "AWS::Serverless::Function"
+            for e in ((r.get("Properties") or {}).get("Events") or {}).values()
+        ]
+        queues = {n for n, r in deployed.items() if r["Type"] == "AWS::SQS::Queue"}
+        esm_sqs = any(
+            r["Type"] == "AWS::Lambda::EventSourceMapping"
+            and any(q in json.dumps(r["Properties"].get("EventSourceArn")) for q in queues)
+            for r in deployed.values()
+        ) or any(e.get("Type") == "SQS" for e in events)
+        return cls(
+            log_level=params.get("LogLevel", "INFO"),
+            tracing=tracing == "Active",
+            alarms=sum(1 for r in deployed.values() if r.get("Type") == "AWS::CloudWatch::Alarm"),
+            alarms_optional=sum(1 for r in alarms if r.get("Condition") == "AlarmsOn"),
+            kms=kms,
+            sqs_pollers=esm_sqs,
+            scheduler=any(e.get("Type") == "ScheduleV2" for e in events)
+            or any(r["Type"] == "AWS::Scheduler::Schedule" for r in deployed.values()),
+            http_api=any(e.get("Type") == "HttpApi" for e in events),
+        )
 
 
 class CountingStream(io.TextIOBase):
@@ -142,10 +220,14 @@ class CountingStream(io.TextIOBase):
 
     def __init__(self) -> None:
         self.bytes = 0
+        self.warn_bytes = 0  # what is left at LogLevel WARN: records of WARNING and above, and EMF documents
         self.emf: list[dict[str, Any]] = []
 
     def write(self, text: str) -> int:
-        self.bytes += len(text.encode("utf-8"))
+        size = len(text.encode("utf-8"))
+        self.bytes += size
+        if not _INFO_LINE.search(text):
+            self.warn_bytes += size
         if '"_aws"' in text:
             for line in text.splitlines():
                 with contextlib.suppress(ValueError):
@@ -156,6 +238,7 @@ class CountingStream(io.TextIOBase):
 
     def reset(self) -> None:
         self.bytes = 0
+        self.warn_bytes = 0
         self.emf.clear()
 
 
@@ -345,6 +428,10 @@ class Recorder:
                 if rollup:
                     inv.rollup_wru += wru
                 inv.tables |= tables
+                op = inv.ops.setdefault(f"{operation} {','.join(sorted(tables)) or '-'}", [0, 0.0, 0.0])
+                op[0] += 1
+                op[1] += rru
+                op[2] += wru
             else:
                 self.warmup["ddb"] += 1
 
@@ -485,6 +572,7 @@ class Sim:
         if fn == "webhook" and isinstance(answer, dict):
             inv.out_bytes += len(str(answer.get("body") or "").encode()) + 200
         inv.log_bytes = stream.bytes
+        inv.warn_log_bytes = stream.warn_bytes
         for doc in stream.emf:
             inv.metrics |= metric_ids(doc)
             inv.metrics_nonzero |= metric_ids(doc, nonzero=True)
@@ -864,6 +952,9 @@ def main() -> None:
     parser.add_argument(
         "--init-runs", type=int, default=1, help="fresh interpreters per function for INIT CPU"
     )
+    parser.add_argument(
+        "--breakdown", action="store_true", help="DynamoDB requests and units per function and operation"
+    )
     parser.add_argument("--write-readme", action="store_true", help="rewrite README.md's cost table")
     parser.add_argument("--write-model", action="store_true", help="write clinicbot/data/cost_model.json")
     args = parser.parse_args()
@@ -890,8 +981,7 @@ def main() -> None:
         for lid, d in table_definitions().items()
     }
     template = load_template()
-    alarms = sum(1 for r in template["Resources"].values() if r.get("Type") == "AWS::CloudWatch::Alarm")
-    tracing = (template.get("Globals") or {}).get("Function", {}).get("Tracing") == "Active"
+    deployment = Deployment.from_template(template)
 
     print(
         f"measuring INIT CPU of each function in a fresh interpreter ({args.init_runs} run(s) each)…",
@@ -949,7 +1039,7 @@ def main() -> None:
 
     wall = time.perf_counter() - started
     model = LambdaModel(memory_mb=args.memory, init_boost=not args.no_init_boost)
-    result = month(args, sim, recorder, init_cpu, model, alarms, storage_bytes, window_start, tracing)
+    result = month(args, sim, recorder, init_cpu, model, deployment, storage_bytes, window_start, template)
     report(args, result, sim, seeded, wall, storage_items, init_cpu)
     for fn in ("handoff",):
         with contextlib.suppress(Exception):
@@ -1006,16 +1096,20 @@ class MonthResult:
     coefficients: dict[str, Any]
 
 
+def _app_log_bytes(inv: Invocation, dep: Deployment) -> int:
+    return inv.log_bytes if dep.log_level in ("DEBUG", "INFO") else inv.warn_log_bytes
+
+
 def month(
     args: argparse.Namespace,
     sim: Sim,
     recorder: Recorder,
     init_cpu: dict[str, float],
     model: Any,
-    alarms: int,
+    deployment: Deployment,
     storage_bytes: int,
     window_start: datetime,
-    tracing: bool = True,
+    template: dict[str, Any],
 ) -> MonthResult:
     from clinicbot.metering.cost import (
         HOURS_PER_MONTH,
@@ -1086,11 +1180,9 @@ def month(
         *,
         quiet: bool = False,
         metrics_on: bool = False,
-        nonzero_only: bool = False,
-        pollers: int = 5,
-        xray: bool = tracing,
+        dep: Deployment = deployment,
     ) -> tuple[MonthProfile, dict[str, dict[str, float]]]:
-        prof = MonthProfile(alarms=alarms, pitr=True)
+        prof = MonthProfile(alarms=dep.alarms, pitr=True)
         per_fn: dict[str, dict[str, float]] = {}
         for fn in FUNCTIONS:
             sample = by_fn.get(fn, [])
@@ -1120,7 +1212,7 @@ def month(
                 "rru": statistics.fmean(i.rru for i in sample) if sample else 0.0,
                 "wru": statistics.fmean(i.wru for i in sample) if sample else 0.0,
                 "ddb": statistics.fmean(i.ddb for i in sample) if sample else 0.0,
-                "log_bytes": statistics.fmean(i.log_bytes for i in sample) if sample else 0.0,
+                "log_bytes": statistics.fmean(_app_log_bytes(i, dep) for i in sample) if sample else 0.0,
                 "sample": len(sample),
             }
             k = n_month / len(sample) if sample else 0.0
@@ -1129,19 +1221,23 @@ def month(
             prof.rollup_write_units += sum(i.rollup_wru for i in sample) * k
             prof.sqs_requests += sum(i.sqs for i in sample) * k
             prof.data_out_gb += sum(i.out_bytes for i in sample) * k / 1e9
-            platform = 650 * n_month + 450 * cold  # START/REPORT (+ INIT) lines, JSON log format
-            access = 300 * n_month if fn == "webhook" else 0  # the HTTP API's access log line
-            prof.log_ingest_gb += (sum(i.log_bytes for i in sample) * k + platform + access) / 1e9
-            if fn == "webhook":
+            # Lambda's START/REPORT (+ INIT) lines, JSON format: only at SystemLogLevel INFO (LogLevel INFO/DEBUG)
+            platform = (650 * n_month + 450 * cold) if dep.platform_logs else 0
+            access = (
+                300 * n_month if fn == "webhook" and dep.http_api else 0
+            )  # the HTTP API's access log line
+            prof.log_ingest_gb += (sum(_app_log_bytes(i, dep) for i in sample) * k + platform + access) / 1e9
+            if fn == "webhook" and dep.http_api:
                 prof.http_api_requests += n_month
         if not quiet:
             prof.sqs_requests += recorder.esm_sqs * scale["handoff"]
-        # the event source mapping polls with 5 pollers (MaximumConcurrency turns off the scale-down to 2),
-        # each a 20-second long poll, around the clock
-        prof.sqs_idle_receives = pollers * 3 * 60 * 24 * MONTH_DAYS
-        prof.scheduler_invocations = len(reminder_times) + len(sync_times)
+        if dep.sqs_pollers:
+            # an SQS event source mapping polls with 5 pollers, each a 20-second long poll, around the clock
+            prof.sqs_idle_receives = 5 * 3 * 60 * 24 * MONTH_DAYS
+        if dep.scheduler:  # EventBridge Scheduler; a rule's scheduled events are free
+            prof.scheduler_invocations = len(reminder_times) + len(sync_times)
         # Tracing: Active: at this traffic the default sampling rule (1 a second + 5 %) records every invocation
-        if xray:
+        if dep.tracing:
             prof.xray_traces = sum(f.invocations for f in prof.functions.values())
         prof.log_storage_gb = (
             prof.log_ingest_gb
@@ -1154,7 +1250,7 @@ def month(
             if quiet and inv.fn in ("webhook", "handoff"):
                 continue
             hour = int((inv.at - window_start.timestamp()) // 3600)
-            for metric in inv.metrics_nonzero if nonzero_only else inv.metrics:
+            for metric in inv.metrics:
                 hours[metric].add(hour)
             for counter, name in METRIC_NAMES.items():
                 if inv.usage.get(counter):
@@ -1182,7 +1278,7 @@ def month(
             for _table, n in touched.items():
                 step = max(1, round(len(sample) / n))
                 kms += decrypts(timelines[fn][::step])
-        prof.kms_requests = kms
+        prof.kms_requests = kms if dep.kms else 0
         return prof, per_fn
 
     profile, per_fn = profile_for(model)
@@ -1191,16 +1287,20 @@ def month(
     quiet_bill = price(quiet_profile, book)
     on_profile, _ = profile_for(model, metrics_on=True)
     metrics_on_bill = price(on_profile, book)
-    # what the other functions' settings cost: the same month priced with each changed (model only)
+
+    # the knobs: the same month priced with one parameter of the template changed (model only)
+    def with_params(**params: str) -> float:
+        dep = Deployment.from_template(template, **params)
+        return float(price(profile_for(model, dep=dep)[0], book).total)
+
     what_if = {
-        "the reminders' zero-valued metrics not emitted": price(
-            profile_for(model, nonzero_only=True)[0], book
-        ).total,
-        "the SQS event source mapping without MaximumConcurrency (2 idle pollers)": price(
-            profile_for(model, pollers=2)[0], book
-        ).total,
-        "Tracing off (X-Ray)": price(profile_for(model, xray=False)[0], book).total,
-        "all three": price(profile_for(model, nonzero_only=True, pollers=2, xray=False)[0], book).total,
+        f"Alarms=on ({deployment.alarms_optional} alarms)": with_params(Alarms="on"),
+        "Tracing=on (X-Ray)": with_params(Tracing="on"),
+        "TableEncryption=aws-managed-kms": with_params(TableEncryption="aws-managed-kms"),
+        "LogLevel=INFO (and Lambda's START/REPORT lines)": with_params(LogLevel="INFO"),
+        "all four": with_params(
+            Alarms="on", Tracing="on", TableEncryption="aws-managed-kms", LogLevel="INFO"
+        ),
     }
 
     memory_table = []
@@ -1275,6 +1375,8 @@ def report(
         print(f"{fn:<10}{p['invocations']:>10,.0f}{p['mean_cpu_ms']:>9.1f}{p['mean_billed_ms']:>11.1f}{p['ddb']:>9.2f}"
               f"{p['rru']:>8.2f}{p['wru']:>8.2f}{p['log_bytes']:>8.0f}{p['cold_starts']:>7.0f}{init_cpu[fn]:>12.2f}"
               f"{p['init_ms']:>9.0f}")  # fmt: skip
+    if args.breakdown:
+        print_breakdown(sim.recorder.invocations)
     print(f"Usage rollup: {r.rollup_per_update:.3f} WRU per webhook update on top of its budget of 1 read + 1 write "
           f"(N = 50 alone: 0.020; at a clinic's pace the T = 300 s rule flushes first, which bounds what a "
           f"reclaimed container can lose to 5 minutes of updates).")  # fmt: skip
@@ -1317,6 +1419,26 @@ def report(
     if args.write_model:
         write_model(args, r, book)
         print(f"{MODEL_FILE.relative_to(ROOT)} written.")
+
+
+def print_breakdown(invocations: list[Invocation]) -> None:
+    """DynamoDB per invocation of each function, by operation and table (means over the sample)."""
+    for fn in FUNCTIONS:
+        runs = [i for i in invocations if i.fn == fn]
+        if not runs:
+            continue
+        total: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0.0])
+        for inv in runs:
+            for key, (n, rru, wru) in inv.ops.items():
+                t = total[key]
+                t[0] += n
+                t[1] += rru
+                t[2] += wru
+        print(f"  {fn} ({len(runs)} invocations): per invocation")
+        for key, (n, rru, wru) in sorted(total.items(), key=lambda kv: -(kv[1][1] / 4 + kv[1][2])):
+            print(
+                f"    {key:<60} req {n / len(runs):7.2f}  RRU {rru / len(runs):8.2f}  WRU {wru / len(runs):7.2f}"
+            )
 
 
 def write_model(args: argparse.Namespace, r: MonthResult, book: Any) -> None:

@@ -91,7 +91,9 @@ def test_globals_tell_every_function_the_table_and_the_queue(template: dict[str,
 
 def test_handoff_table(template: dict[str, Any]) -> None:
     props = template["Resources"]["HandoffTable"]["Properties"]
-    assert props["BillingMode"] == "PAY_PER_REQUEST" and props["SSESpecification"]["SSEType"] == "KMS"
+    assert props["BillingMode"] == "PAY_PER_REQUEST" and props["SSESpecification"] == {
+        "Fn::If": ["TablesUseKms", {"SSEEnabled": True, "SSEType": "KMS"}, {"SSEEnabled": False}]
+    }
     assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
     assert props["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
     [index] = table_definitions(template)["HandoffTable"]["GlobalSecondaryIndexes"]

@@ -57,7 +57,9 @@ def test_schedule_table(template: dict[str, Any]) -> None:
         {"AttributeName": "sk", "KeyType": "RANGE"},
     ]
     assert table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
-    assert table["SSESpecification"] == {"SSEEnabled": True, "SSEType": "KMS"}
+    assert table["SSESpecification"] == {
+        "Fn::If": ["TablesUseKms", {"SSEEnabled": True, "SSEType": "KMS"}, {"SSEEnabled": False}]
+    }
     assert table["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
     env = template["Globals"]["Function"]["Environment"]["Variables"]
     assert env["CLINICBOT_SCHEDULE_TABLE"] == {"Ref": "ScheduleTable"}
@@ -95,18 +97,16 @@ def test_the_function_runs_on_a_schedule_without_retries(resources: dict[str, An
     assert fn["Environment"]["Variables"]["CLINICBOT_SYNC_DAYS"] == {"Ref": "SyncDays"}
     assert fn["Environment"]["Variables"]["CLINICBOT_STACK_NAME"] == {"Ref": "AWS::StackName"}
     assert fn["Timeout"] <= 300
-    schedules = of_type(resources, "AWS::Scheduler::Schedule")
-    (schedule,) = [
-        s for s in schedules.values() if "MisSyncFunction" in json.dumps(s["Properties"]["Target"])
-    ]
-    props = schedule["Properties"]
+    rules = of_type(resources, "AWS::Events::Rule")  # a rule's scheduled events are free; Scheduler is not
+    assert not of_type(resources, "AWS::Scheduler::Schedule")
+    (rule,) = [r for r in rules.values() if "MisSyncFunction" in json.dumps(r["Properties"]["Targets"])]
+    props = rule["Properties"]
     assert props["ScheduleExpression"] == {"Fn::Sub": "rate(${SyncRate} minutes)"}
-    assert props["FlexibleTimeWindow"] == {"Mode": "OFF"}
-    assert props["Target"]["RetryPolicy"]["MaximumRetryAttempts"] == 0
-    event = json.loads(
-        props["Target"]["Input"]["Fn::Sub"].replace("${AWS::AccountId}", "1").replace("${AWS::Region}", "r")
-    )
-    assert event["detail-type"] == "Scheduled Event" and event["time"] == "<aws.scheduler.scheduled-time>"
+    ((target,),) = [props["Targets"]]
+    assert target["RetryPolicy"]["MaximumRetryAttempts"] == 0
+    assert (
+        "Input" not in target
+    )  # the standard "Scheduled Event" of aws.events (events/mis_sync/scheduled.json)
     configs = [
         c for c in of_type(resources, "AWS::Lambda::EventInvokeConfig").values()
         if c["Properties"]["FunctionName"] == {"Ref": "MisSyncFunction"}
@@ -145,6 +145,8 @@ def test_the_webhook_may_read_the_schedule_cache(resources: dict[str, Any]) -> N
 
 
 def test_the_alarm_watches_the_metric_the_handler_emits(template: dict[str, Any]) -> None:
+    assert template["Resources"]["MisSyncFailedAlarm"]["Condition"] == "AlarmsOn"  # $0.10 a month: opt-in
+    assert template["Parameters"]["Alarms"]["Default"] == "off"
     alarm = template["Resources"]["MisSyncFailedAlarm"]["Properties"]
     env = template["Globals"]["Function"]["Environment"]["Variables"]
     assert alarm["Namespace"] == env["POWERTOOLS_METRICS_NAMESPACE"]
@@ -166,5 +168,5 @@ def test_sample_event_is_what_the_schedule_sends() -> None:
     from tests.harness import load_event
 
     event = load_event("mis_sync/scheduled")
-    assert event["detail-type"] == "Scheduled Event" and event["source"] == "aws.scheduler"
+    assert event["detail-type"] == "Scheduled Event" and event["source"] == "aws.events"
     assert {"id", "time", "resources", "detail"} <= set(event)

@@ -126,7 +126,10 @@ def test_parameters_and_defaults(template: dict[str, Any]) -> None:
         "CrmUrlParameterName": "",
         "PolicyVersion": "1",
         "DialogueTtlHours": 72,
-        "LogLevel": "INFO",
+        "LogLevel": "WARN",
+        "Tracing": "off",
+        "Alarms": "off",
+        "TableEncryption": "aws-owned",
     }
     for name, default in expected_defaults.items():
         assert params[name]["Default"] == default, name
@@ -190,7 +193,7 @@ def test_functions(resources: dict[str, Any]) -> None:
         runtime = re.fullmatch(r"python3\.(\d+)", props["Runtime"])
         assert runtime and int(runtime[1]) >= 12, (name, props["Runtime"])
         assert props["Architectures"] == ["arm64"], name
-        assert props["TracingConfig"] == {"Mode": "Active"}, name
+        assert props["TracingConfig"] == {"Mode": {"Fn::If": ["TracingOn", "Active", "PassThrough"]}}, name
         assert {"Ref": layer_id} in props["Layers"], name
         assert props["LoggingConfig"]["LogFormat"] == "JSON", name
         assert "VpcConfig" not in props, name
@@ -281,15 +284,16 @@ def test_tables_are_on_demand_encrypted_and_recoverable(resources: dict[str, Any
     for name, table in tables.items():
         props = table["Properties"]
         assert props["BillingMode"] == "PAY_PER_REQUEST", name
-        assert props["SSESpecification"]["SSEEnabled"] is True, name
+        # encrypted at rest either way: DynamoDB's own key (free) or aws/dynamodb (billed per KMS request)
+        assert props["SSESpecification"] == {
+            "Fn::If": ["TablesUseKms", {"SSEEnabled": True, "SSEType": "KMS"}, {"SSEEnabled": False}]
+        }, name
         assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True, name
         assert "ProvisionedThroughput" not in props, name
         for index in props.get("GlobalSecondaryIndexes", []):
             assert "ProvisionedThroughput" not in index, (name, index["IndexName"])
     state = tables["StateTable"]["Properties"]
     assert state["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
-    assert state["SSESpecification"]["SSEType"] == "KMS"
-    assert "KMSMasterKeyId" not in state["SSESpecification"]  # AWS managed key: no monthly fee
     assert state["DeletionProtectionEnabled"] == {"Fn::If": ["IsProd", True, False]}
 
 

@@ -25,9 +25,9 @@ ALLOWED = {
     "AWS::ApiGatewayV2::Stage": "free",
     "AWS::ApiGatewayV2::Route": "free",
     "AWS::ApiGatewayV2::Integration": "free",
-    "AWS::Scheduler::Schedule": "per invocation (14 million a month free)",
+    "AWS::Events::Rule": "free: the scheduled events of a rule on the default bus are not billed",
     "AWS::Logs::LogGroup": "per GB ingested and stored; retention bounds the storage",
-    "AWS::CloudWatch::Alarm": "$0.10 a month each: the one fixed line, what a quiet month needs",
+    "AWS::CloudWatch::Alarm": "$0.10 a month each whatever the traffic: only with Alarms=on (see below)",
     "AWS::IAM::Role": "free",
     "AWS::IAM::Policy": "free",
 }
@@ -110,3 +110,17 @@ def test_alarms_are_standard_resolution(resources: dict[str, Any]) -> None:
         period = props.get("Period")
         assert not isinstance(period, int) or period >= 60, name  # high-resolution alarms cost 3x
         assert "Metrics" not in props or len(props["Metrics"]) <= 1, name  # metric math: billed per metric
+
+
+def test_what_is_billed_by_the_hour_or_month_is_opt_in() -> None:
+    """Alarms ($0.10 a month each), X-Ray tracing and KMS requests cost money whatever the traffic (or more
+    than the traffic itself): each sits behind a parameter whose default is off."""
+    template = load_template()
+    params = template["Parameters"]
+    assert params["Alarms"]["Default"] == "off" and params["Tracing"]["Default"] == "off"
+    assert params["TableEncryption"]["Default"] == "aws-owned"
+    for name, resource in template["Resources"].items():
+        if resource["Type"] == "AWS::CloudWatch::Alarm":
+            assert resource.get("Condition") == "AlarmsOn", name
+    assert template["Globals"]["Function"]["Tracing"] == {"Fn::If": ["TracingOn", "Active", "PassThrough"]}
+    assert template["Conditions"]["AlarmsOn"] == {"Fn::Equals": [{"Ref": "Alarms"}, "on"]}

@@ -105,7 +105,7 @@ def test_buffer_splits_at_a_month_boundary_and_keeps_counts_when_the_store_fails
     assert store.month("2026-11")[0].usage["updates"] == 1 and store.month("2026-12")[0].usage["updates"] == 5
 
 
-def test_meter_counts_invocations_cold_start_and_flushes_scheduled_runs_every_time() -> None:
+def test_meter_counts_invocations_cold_start_and_flushes_billable_scheduled_runs() -> None:
     store = InMemoryRollupStore()
     meter = Meter("reminders", config=MeteringConfig(clinic="c9"), store=store, flush_every_run=True)
     for _ in range(2):
@@ -117,6 +117,14 @@ def test_meter_counts_invocations_cold_start_and_flushes_scheduled_runs_every_ti
     assert item.usage["inv.reminders"] == 2 and item.usage["cold.reminders"] == 1
     assert item.usage["msg.reminder"] == 4 and item.usage["ms.reminders"] >= 2
     assert item.usage["initms.reminders"] > 0
+    with meter.invocation():  # an idle run (nothing sent, no MIS call): no write of its own
+        pass
+    assert store.writes == 2 and meter.buffer.pending
+    with meter.invocation() as usage:
+        usage.add("mis")
+    assert store.writes == 3 and not meter.buffer.pending
+    [item] = store.items.values()
+    assert item.usage["inv.reminders"] == 4 and item.usage["mis"] == 1
 
 
 def test_metering_config_from_the_environment() -> None:

@@ -10,7 +10,9 @@ the app's MIS port, CRM port, outbox and Bot API clients) and decorates its hand
    first invocation of a container the cold start and the CPU spent before it (the INIT phase);
 3. publishes it per invocation (EMF metrics, or one ``usage`` log line: :mod:`clinicbot.metering.emf`);
 4. adds it to the container's :class:`~clinicbot.metering.rollup.RollupBuffer`, flushed every N invocations
-   or T seconds (event-driven functions) or at the end of every run (scheduled functions).
+   or T seconds (event-driven functions) or at the end of every scheduled run that did something billable
+   (sent a message, called the MIS); an idle scheduled run (the reminders every 5 minutes with nothing
+   due) only adds its invocation to the buffer, flushed by the N/T rule with the next billable run.
 
 Metering never fails an invocation: its own errors are logged and swallowed.
 """
@@ -150,13 +152,21 @@ class Meter:
         if not self.config.rollup:
             return
         self.buffer.add(usage)
-        if self.flush_every_run:
+        if self.flush_every_run and _billable(usage):
             self.buffer.flush()
         else:
             self.buffer.maybe_flush()
 
     def flush(self) -> int:
         return self.buffer.flush() if self.config.rollup else 0
+
+
+_BOOKKEEPING = ("inv.", "ms.", "cold.", "initms.")
+
+
+def _billable(usage: Usage) -> bool:
+    """Counts beyond the invocation's own bookkeeping: messages, MIS or CRM calls, updates, hand-offs."""
+    return any(v and not k.startswith(_BOOKKEEPING) for k, v in usage.as_dict().items())
 
 
 class FunctionMeter:

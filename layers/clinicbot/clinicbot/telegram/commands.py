@@ -10,7 +10,9 @@ from aiogram.types import BotCommand, BotCommandScopeAllPrivateChats
 from clinicbot.config import Settings
 from clinicbot.i18n import DEFAULT_LANGUAGE, LANGUAGES, Translator
 
-COMMANDS = ("start", "menu", "language", "help")
+COMMANDS = ("start", "menu", "info", "language", "help", "mydata", "stop", "withdraw", "forget")
+"""In the order of the menu; each has a handler (a ``Command`` filter in a router) and ``cmd.<name>`` in
+every language (tests/unit/test_commands.py)."""
 
 
 def commands_for(language: str) -> list[BotCommand]:
