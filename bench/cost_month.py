@@ -943,7 +943,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--sync-runs", type=int, default=8, help="MIS sync runs measured in the sample")
     parser.add_argument(
-        "--memory", type=int, default=512, help="MB of every function (the template's Globals)"
+        "--memory",
+        type=int,
+        default=None,
+        help="MB of every function (default: each function's MemorySize in the template)",
     )
     parser.add_argument("--idle-minutes", type=float, default=10.0, help="an environment idle longer is gone")
     parser.add_argument("--region", default=REGION, choices=["eu-central-1", "us-east-1"])
@@ -982,6 +985,11 @@ def main() -> None:
     }
     template = load_template()
     deployment = Deployment.from_template(template)
+    memory = function_memory(template)
+    if args.memory is not None:
+        memory = dict.fromkeys(FUNCTIONS, args.memory)
+    args.memory_by_fn = memory
+    args.memory = memory["webhook"]
 
     print(
         f"measuring INIT CPU of each function in a fresh interpreter ({args.init_runs} run(s) each)…",
@@ -1094,6 +1102,32 @@ class MonthResult:
     memory_table: list[tuple[int, float, float, float, float]]
     what_if: dict[str, float]
     coefficients: dict[str, Any]
+    deployment: Deployment
+
+
+FUNCTION_RESOURCES = {
+    "webhook": "WebhookFunction",
+    "reminders": "ReminderFunction",
+    "mis_sync": "MisSyncFunction",
+    "handoff": "HandoffFunction",
+}
+
+
+def function_memory(template: dict[str, Any]) -> dict[str, int]:
+    """MemorySize of each function: its own, else the Globals'."""
+    default = int(((template.get("Globals") or {}).get("Function") or {}).get("MemorySize") or 128)
+    resources = template["Resources"]
+    return {
+        fn: int((resources.get(rid, {}).get("Properties") or {}).get("MemorySize") or default)
+        for fn, rid in FUNCTION_RESOURCES.items()
+    }
+
+
+def _memory_label(args: argparse.Namespace) -> str:
+    mem = args.memory_by_fn
+    if len(set(mem.values())) == 1:
+        return f"{args.memory} MB"
+    return ", ".join(f"{fn} {mb} MB" for fn, mb in mem.items())
 
 
 def _app_log_bytes(inv: Invocation, dep: Deployment) -> int:
@@ -1181,10 +1215,17 @@ def month(
         quiet: bool = False,
         metrics_on: bool = False,
         dep: Deployment = deployment,
+        uniform: bool = False,
     ) -> tuple[MonthProfile, dict[str, dict[str, float]]]:
         prof = MonthProfile(alarms=dep.alarms, pitr=True)
         per_fn: dict[str, dict[str, float]] = {}
+        m_all = m
         for fn in FUNCTIONS:
+            m = (
+                m_all
+                if uniform
+                else type(m_all)(memory_mb=args.memory_by_fn[fn], init_boost=m_all.init_boost)
+            )
             sample = by_fn.get(fn, [])
             if quiet and fn in ("webhook", "handoff"):
                 sample = []
@@ -1306,7 +1347,7 @@ def month(
     memory_table = []
     for mb in (128, 256, 512, 1024, 1769):
         m = type(model)(memory_mb=mb, init_boost=model.init_boost)
-        prof, _ = profile_for(m)
+        prof, _ = profile_for(m, uniform=True)
         lam = sum(ln.usd for ln in price(prof, book).lines if ln.service == "Lambda")
         warm = statistics.median(billed(i, m) for i in by_fn["webhook"]) if by_fn["webhook"] else 0
         cold_boost = m.init_ms(init_cpu["webhook"] * 1000) + warm
@@ -1319,7 +1360,9 @@ def month(
         fn: {
             "rru_per_invocation": round(per_fn[fn]["rru"], 4),
             "wru_per_invocation": round(per_fn[fn]["wru"], 4),
-            "log_bytes_per_invocation": round(per_fn[fn]["log_bytes"] + 650, 1),
+            "log_bytes_per_invocation": round(
+                per_fn[fn]["log_bytes"] + (650 if deployment.platform_logs else 0), 1
+            ),
             "cpu_ms_per_invocation": round(per_fn[fn]["mean_cpu_ms"], 2),
             "billed_ms_per_invocation": round(per_fn[fn]["mean_billed_ms"], 1),
         }
@@ -1334,7 +1377,7 @@ def month(
     coefficients["_storage_gb"] = round(profile.ddb_storage_gb, 6)
     return MonthResult(
         profile, bill, quiet_bill, metrics_on_bill, per_fn, scale_time, scale_traffic, patient_updates,
-        rollup_per_update, len(on_profile.usage_metric_names), memory_table, what_if, coefficients,
+        rollup_per_update, len(on_profile.usage_metric_names), memory_table, what_if, coefficients, deployment,
     )  # fmt: skip
 
 
@@ -1366,7 +1409,7 @@ def report(
     print(f"Usage counted by the metering in the sample: updates {usage['updates']}, messages {msgs}, "
           f"hand-offs {usage['handoffs']}, MIS calls {usage['mis']}, CRM calls {usage['crm']}")  # fmt: skip
     print()
-    print(f"Per invocation (means over the sample; billed = CPU x {1769 / args.memory:.3f} at {args.memory} MB + waits "
+    print(f"Per invocation (means over the sample; billed = CPU x 1769/MB ({_memory_label(args)}) + waits "
           "for DynamoDB 6 ms, SQS 10 ms, Bot API 40 ms, MIS 60 ms, CRM 120 ms per request):")  # fmt: skip
     print(f"{'function':<10}{'month':>10}{'cpu ms':>9}{'billed ms':>11}{'DDB req':>9}{'RRU':>8}{'WRU':>8}"
           f"{'log B':>8}{'cold':>7}{'INIT cpu s':>12}{'INIT ms':>9}")  # fmt: skip
@@ -1447,6 +1490,7 @@ def write_model(args: argparse.Namespace, r: MonthResult, book: Any) -> None:
         "generated_on": datetime.now(UTC).date().isoformat(),
         "sample_days": args.days,
         "memory_mb": args.memory,
+        "memory_mb_by_function": dict(args.memory_by_fn),
         "idle_minutes": args.idle_minutes,
         "region": args.region,
         "functions": {fn: r.coefficients[fn] for fn in FUNCTIONS},
@@ -1457,6 +1501,9 @@ def write_model(args: argparse.Namespace, r: MonthResult, book: Any) -> None:
         "sqs_idle_receives_per_month": r.profile.sqs_idle_receives,
         "functions_metric_months": round(sum(r.profile.metric_hours.values()) / 730.0, 3),
         "xray_tracing": 1 if r.profile.xray_traces else 0,
+        "platform_logs": 1 if r.deployment.platform_logs else 0,
+        "http_api": 1 if r.deployment.http_api else 0,
+        "scheduler": 1 if r.deployment.scheduler else 0,
     }
     MODEL_FILE.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
@@ -1473,7 +1520,7 @@ def write_readme(args: argparse.Namespace, r: MonthResult, book: Any) -> None:
     )
     body = (
         f"\n`python -m bench.cost_month --days {args.days:g}` ({book.region_name}, list prices of {book.taken_on}, "
-        f"no free tier; {args.messages:,} patient messages, {args.memory} MB, cold start after "
+        f"no free tier; {args.messages:,} patient messages, {_memory_label(args)}, cold start after "
         f"{args.idle_minutes:g} idle minutes):\n\n"
         f"{r.bill.markdown()}\n\n"
         f"Dominant line: **{dominant.service} / {dominant.item}** (${dominant.usd:.4f}, {r.bill.share(dominant):.0%}). "

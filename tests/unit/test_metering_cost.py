@@ -162,7 +162,7 @@ def test_the_report_estimate_uses_the_rollup_as_measured() -> None:
                       "updates": 1000, "handoffs": 10, "inv.reminders": 288, "ms.reminders": 28_800})  # fmt: skip
     model = CostModel({"functions": {"webhook": {"rru_per_invocation": 1, "wru_per_invocation": 1,
                                                  "log_bytes_per_invocation": 1000}},
-                       "sqs_requests_per_handoff": 3, "alarms": 2})  # fmt: skip
+                       "sqs_requests_per_handoff": 3, "alarms": 2, "scheduler": 1})  # fmt: skip
     bill = estimate(usage, PriceBook.load("us-east-1"), model, flushes=20)
     by_item = {(ln.service, ln.item): ln for ln in bill.lines}
     assert by_item[("Lambda", "requests")].quantity == 1288
@@ -173,10 +173,15 @@ def test_the_report_estimate_uses_the_rollup_as_measured() -> None:
     assert by_item[("API Gateway", "HTTP API requests")].quantity == 1000
     assert by_item[("SQS", "hand-off messages")].quantity == 30
     assert by_item[("Scheduler", "EventBridge Scheduler invocations")].quantity == 288
+    # the template as shipped: EventBridge rules (free), no SQS pollers, no alarms unless Alarms=on
+    lean = CostModel({**model.data, "scheduler": 0, "alarms": 0})
+    items = {(ln.service, ln.item) for ln in estimate(usage, PriceBook.load("us-east-1"), lean).lines}
+    assert not {i for i in items if i[0] == "Scheduler" or "alarm" in i[1] or "empty polls" in i[1]}
 
 
 def test_the_shipped_cost_model_is_complete() -> None:
     model = CostModel.load()
     for fn in ("webhook", "reminders", "mis_sync", "handoff"):
         assert model.fn(fn, "billed_ms_per_invocation") > 0
-    assert model.get("sqs_idle_receives_per_month") > 0
+    assert model.get("sqs_idle_receives_per_month") == 0  # nothing polls while no one writes
+    assert {"platform_logs", "http_api", "scheduler", "xray_tracing", "alarms"} <= set(model.data)

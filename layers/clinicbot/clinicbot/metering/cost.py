@@ -276,24 +276,26 @@ def price(profile: MonthProfile, book: PriceBook) -> Bill:
                 book.cost("ddb_pitr_gb_month", profile.ddb_storage_gb),
             )
         )
-    lines.append(
-        Line(
-            "API Gateway",
-            "HTTP API requests",
-            profile.http_api_requests,
-            "requests",
-            book.cost("http_api_requests", profile.http_api_requests),
+    if profile.http_api_requests:
+        lines.append(
+            Line(
+                "API Gateway",
+                "HTTP API requests",
+                profile.http_api_requests,
+                "requests",
+                book.cost("http_api_requests", profile.http_api_requests),
+            )
         )
-    )
-    lines.append(
-        Line(
-            "SQS",
-            "hand-off messages",
-            profile.sqs_requests,
-            "requests",
-            book.cost("sqs_requests", profile.sqs_requests),
+    if profile.sqs_requests:
+        lines.append(
+            Line(
+                "SQS",
+                "hand-off messages",
+                profile.sqs_requests,
+                "requests",
+                book.cost("sqs_requests", profile.sqs_requests),
+            )
         )
-    )
     if profile.sqs_idle_receives:
         lines.append(
             Line(
@@ -306,16 +308,17 @@ def price(profile: MonthProfile, book: PriceBook) -> Bill:
                 note="Lambda long-polls the queue even when it is empty",
             )
         )
-    lines.append(
-        Line(
-            "Scheduler",
-            "EventBridge Scheduler invocations",
-            profile.scheduler_invocations,
-            "invocations",
-            book.cost("scheduler_invocations", profile.scheduler_invocations),
-            fixed=True,
+    if profile.scheduler_invocations:
+        lines.append(
+            Line(
+                "Scheduler",
+                "EventBridge Scheduler invocations",
+                profile.scheduler_invocations,
+                "invocations",
+                book.cost("scheduler_invocations", profile.scheduler_invocations),
+                fixed=True,
+            )
         )
-    )
     usage_hours = sum(h for m, h in profile.metric_hours.items() if m in profile.usage_metric_names)
     other_hours = sum(h for m, h in profile.metric_hours.items() if m not in profile.usage_metric_names)
     for label, hours, count in (

@@ -59,7 +59,9 @@ def estimate(
     usage_metrics: bool = False,
 ) -> Bill:
     lam = LambdaModel(memory_mb=memory_mb)
-    profile = MonthProfile(alarms=int(model.get("alarms", 2)))
+    profile = MonthProfile(alarms=int(model.get("alarms", 0)))
+    platform_logs = bool(model.get("platform_logs", 0.0))  # Lambda's START/REPORT lines: LogLevel INFO/DEBUG
+    http_api = bool(model.get("http_api", 1.0))
     invocations = usage.per_function("inv")
     wall = usage.per_function("ms")
     cold = usage.per_function("cold")
@@ -72,21 +74,24 @@ def estimate(
         billed = float(wall.get(fn) or n * model.fn(fn, "billed_ms_per_invocation"))
         colds = cold.get(fn, 0)
         init_ms = lam.init_ms(init.get(fn, 0) / colds) * colds if colds else 0.0
-        profile.functions[fn] = FunctionMonth(fn, n, billed, colds, init_ms, memory_mb)
+        mb = int((model.data.get("memory_mb_by_function") or {}).get(fn) or memory_mb)
+        profile.functions[fn] = FunctionMonth(fn, n, billed, colds, init_ms, mb)
         profile.ddb_read_units += n * model.fn(fn, "rru_per_invocation")
         profile.ddb_write_units += n * model.fn(fn, "wru_per_invocation")
-        log_bytes += n * model.fn(fn, "log_bytes_per_invocation") + 450 * colds
+        log_bytes += n * model.fn(fn, "log_bytes_per_invocation") + (450 * colds if platform_logs else 0)
     profile.ddb_write_units += flushes
     profile.rollup_write_units = float(flushes)
-    profile.http_api_requests = invocations.get("webhook", 0)
+    profile.http_api_requests = invocations.get("webhook", 0) if http_api else 0
     profile.sqs_requests = usage[Name.HANDOFFS] * model.get("sqs_requests_per_handoff", 3.0)
-    profile.sqs_idle_receives = model.get("sqs_idle_receives_per_month", 648_000)
-    profile.scheduler_invocations = invocations.get("reminders", 0) + invocations.get("mis_sync", 0)
-    profile.log_ingest_gb = (log_bytes + 300 * invocations.get("webhook", 0)) / 1e9
+    profile.sqs_idle_receives = model.get("sqs_idle_receives_per_month", 0.0)
+    if model.get("scheduler", 0.0):  # EventBridge Scheduler; the rules of the template are free
+        profile.scheduler_invocations = invocations.get("reminders", 0) + invocations.get("mis_sync", 0)
+    access_log = 300 * invocations.get("webhook", 0) if http_api else 0
+    profile.log_ingest_gb = (log_bytes + access_log) / 1e9
     profile.log_storage_gb = profile.log_ingest_gb
     profile.ddb_storage_gb = model.get("storage_gb")
     profile.kms_requests = model.get("kms_requests_per_month")
-    if model.get("xray_tracing", 1.0):
+    if model.get("xray_tracing", 0.0):
         profile.xray_traces = float(sum(invocations.values()))
     own = model.get("functions_metric_months")
     if own:
