@@ -263,7 +263,7 @@ class Recorder:
     def __init__(self, schemas: dict[str, Any]) -> None:
         self.schemas = schemas
         self.current: Invocation | None = None
-        self.esm_sqs = 0  # the event source mapping's receives and deletes
+        self.esm_sqs = 0  # SQS requests outside the functions: Lambda's on-failure records sent to the DLQ
         self.warmup = Counter[str]()
         self.invocations: list[Invocation] = []
         self._side = threading.local()
@@ -516,7 +516,7 @@ class Sim:
         self.recorder = recorder
         self.botapi = world["botapi"]
         self.sqs = world["sqs"]
-        self.queues = world["queues"]
+        self.handoff_lambda = world["handoff_lambda"]
         self.traveller = world["traveller"]
         self.mis = world["mis"]
         self.meters = {fn: _function_meter(fn, modules[fn]) for fn in FUNCTIONS}
@@ -593,29 +593,9 @@ class Sim:
             execute_response(response, self.botapi.api_url)
 
     def drain_queue(self) -> None:
-        """What the SQS event source mapping does: receive up to 10, invoke, delete what succeeded."""
-        from clinicbot.local.handoff_runner import sqs_event
-
-        for _ in range(20):
-            received = self.sqs.receive_message(
-                QueueUrl=self.queues.url,
-                MaxNumberOfMessages=10,
-                AttributeNames=["All"],
-                MessageAttributeNames=["All"],
-            )
-            messages = received.get("Messages") or []
-            if not messages:
-                return
-            answer = self.invoke("handoff", sqs_event(messages, self.queues.arn))
-            failed = {f["itemIdentifier"] for f in (answer or {}).get("batchItemFailures") or []}
-            done = [m for m in messages if m["MessageId"] not in failed]
-            if done:
-                self.sqs.delete_message_batch(
-                    QueueUrl=self.queues.url,
-                    Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)],
-                )
-            if failed:
-                return
+        """What Lambda does with the webhook's asynchronous invocations of the hand-off function: one
+        invocation per message (retried, then dead-lettered: clinicbot.local.handoff_runner.AsyncLambda)."""
+        self.handoff_lambda.run_pending(lambda event: self.invoke("handoff", event))
 
     # ------------------------------------------------------------------------- patients
     def send(self, user: Any, update: dict[str, Any]) -> None:
@@ -857,7 +837,7 @@ def setup_world(args: argparse.Namespace) -> dict[str, Any]:
     from clinicbot.infra.template import create_tables, default_table_names, table_environment
     from clinicbot.local.fake_botapi import FakeBotAPI
     from clinicbot.local.fake_crm import TEST_CRM_SECRET, FakeCrm
-    from clinicbot.local.handoff_runner import create_queues
+    from clinicbot.local.handoff_runner import AsyncLambda, LambdaEndpoint, create_dead_letter_queue
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
@@ -869,14 +849,16 @@ def setup_world(args: argparse.Namespace) -> dict[str, Any]:
     create_tables(client, names)
     os.environ.update(table_environment(names))
     sqs = boto3.client("sqs", endpoint_url=endpoint, region_name=REGION)
-    queues = create_queues(sqs, prefix="bench")
+    handoff_lambda = AsyncLambda(dead_letters=create_dead_letter_queue(sqs, prefix="bench"))
+    lambda_endpoint = LambdaEndpoint(handoff_lambda).start()  # the webhook's LambdaOutbox calls it via boto3
     botapi = FakeBotAPI(token=TOKEN)
     botapi.start()
     crm = FakeCrm().start()
     os.environ.update(
         {
             "CLINICBOT_TELEGRAM_API_BASE": botapi.base_url,
-            "CLINICBOT_HANDOFF_QUEUE_URL": queues.url,
+            "CLINICBOT_HANDOFF_FUNCTION": handoff_lambda.function_name,
+            "AWS_ENDPOINT_URL_LAMBDA": lambda_endpoint.url,
             "CLINICBOT_CRM_PROVIDER": "webhook",
             "CLINICBOT_CRM_URL": crm.webhook_url,
             "CLINICBOT_CRM_SECRET": TEST_CRM_SECRET,
@@ -887,7 +869,8 @@ def setup_world(args: argparse.Namespace) -> dict[str, Any]:
         "client": client,
         "names": names,
         "sqs": sqs,
-        "queues": queues,
+        "handoff_lambda": handoff_lambda,
+        "lambda_endpoint": lambda_endpoint,
         "botapi": botapi,
         "crm": crm,
     }

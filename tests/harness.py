@@ -347,20 +347,16 @@ def group_callback_update(
 
 
 def drain_outbox(outbox: Any, handoff_app: Any) -> list[Any]:
-    """Run the hand-off function on what the webhook queued since the last drain (as SQS would deliver it,
-    one record at a time); returns each record's result or the exception it raised."""
+    """Run the hand-off function on what the webhook queued since the last drain (as Lambda does it: one
+    asynchronous invocation per message); returns each message's result or the exception it raised."""
     results: list[Any] = []
     start = getattr(outbox, "drained_upto", 0)
     messages = list(outbox.messages)
-    handoff_app.begin_batch()
     for message in messages[start:]:
-        record = {
-            "body": json.dumps(message.body(), ensure_ascii=False),
-            "attributes": {"ApproximateReceiveCount": "1"},
-        }
+        event = json.loads(json.dumps(message.event(), ensure_ascii=False))  # as the invocation carries it
         try:
-            results.append(handoff_app.handle_record(record))
-        except Exception as exc:  # what the batch processor would report as this record's failure
+            results.append(handoff_app.handle_message(event))
+        except Exception as exc:  # what would fail the invocation (Lambda retries it)
             results.append(exc)
     outbox.drained_upto = len(messages)
     return results

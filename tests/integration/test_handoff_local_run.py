@@ -1,5 +1,6 @@
 """``python -m clinicbot local``: call-back and certificate requests typed into the terminal chat arrive at
-the local CRM stand-in (signature checked), through moto's SQS and functions/handoff/app.py."""
+the local CRM stand-in (signature checked): the webhook invokes the hand-off function asynchronously through
+boto3 and a local stand-in for the Lambda Invoke API, and functions/handoff/app.py runs each event."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""template.yaml, the hand-off part: the queue and its dead-letter queue, the alarm, the function wired to
-the queue by an event source mapping with partial batch failures (no managed policy on "*"), the CRM
-route on the HTTP API, the HandoffTable, least-privilege grants."""
+"""template.yaml, the hand-off part: no queue to poll -- the webhook invokes the hand-off function
+asynchronously, Lambda retries a failed message HandoffRetryAttempts times and then sends it to the
+dead-letter queue (its on-failure destination, alarmed) -- the CRM route on the HTTP API, the HandoffTable,
+least-privilege grants."""
 
 from __future__ import annotations
 
@@ -58,18 +59,14 @@ def grants(role: dict[str, Any]) -> dict[str, list[Any]]:
     return found
 
 
-def test_queue_and_dead_letter_queue(template: dict[str, Any]) -> None:
+def test_no_queue_is_polled_only_the_dead_letter_queue_remains(template: dict[str, Any]) -> None:
     res = template["Resources"]
-    queue, dlq = res["HandoffQueue"]["Properties"], res["HandoffDLQ"]["Properties"]
-    timeout = res["HandoffFunction"]["Properties"]["Timeout"]
-    assert queue["VisibilityTimeout"] >= 6 * timeout
-    assert queue["SqsManagedSseEnabled"] is True and dlq["SqsManagedSseEnabled"] is True
-    assert queue["RedrivePolicy"] == {
-        "deadLetterTargetArn": {"Fn::GetAtt": ["HandoffDLQ", "Arn"]},
-        "maxReceiveCount": {"Ref": "HandoffMaxReceiveCount"},
-    }
-    assert template["Parameters"]["HandoffMaxReceiveCount"]["Default"] == 5
-    assert dlq["MessageRetentionPeriod"] == 14 * 86400
+    assert "HandoffQueue" not in res and "HandoffMaxReceiveCount" not in template["Parameters"]
+    assert not [n for n, r in res.items() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
+    dlq = res["HandoffDLQ"]["Properties"]
+    assert dlq["SqsManagedSseEnabled"] is True and dlq["MessageRetentionPeriod"] == 14 * 86400
+    retries = template["Parameters"]["HandoffRetryAttempts"]
+    assert (retries["Default"], retries["MinValue"], retries["MaxValue"]) == (2, 0, 2)  # Lambda's range
     alarm = res["HandoffDLQAlarm"]["Properties"]
     assert alarm["Namespace"] == "AWS/SQS" and alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
     assert alarm["Dimensions"] == [
@@ -79,10 +76,13 @@ def test_queue_and_dead_letter_queue(template: dict[str, Any]) -> None:
     assert alarm["TreatMissingData"] == "notBreaching"
 
 
-def test_globals_tell_every_function_the_table_and_the_queue(template: dict[str, Any]) -> None:
+def test_globals_tell_every_function_the_table_and_the_webhook_the_function(template: dict[str, Any]) -> None:
     env = template["Globals"]["Function"]["Environment"]["Variables"]
     assert env["CLINICBOT_HANDOFF_TABLE"] == {"Ref": "HandoffTable"}
-    assert env["CLINICBOT_HANDOFF_QUEUE_URL"] == {"Ref": "HandoffQueue"}
+    assert "CLINICBOT_HANDOFF_QUEUE_URL" not in env
+    assert "CLINICBOT_HANDOFF_FUNCTION" not in env  # the hand-off function would name itself: a cycle
+    webhook = template["Resources"]["WebhookFunction"]["Properties"]["Environment"]["Variables"]
+    assert webhook["CLINICBOT_HANDOFF_FUNCTION"] == {"Ref": "HandoffFunction"}
     assert env["CLINICBOT_CRM_SECRET_PARAM"] == {"Ref": "CrmSecretParameterName"}
     assert env["CLINICBOT_STAFF_GROUP_ID"] == {"Ref": "StaffGroupId"}
     for name in ("CrmSecretParameterName", "StaffGroupId", "StaffHours", "StaffAnswerMinutes"):
@@ -102,19 +102,25 @@ def test_handoff_table(template: dict[str, Any]) -> None:
     ]
 
 
-def test_the_function_is_wired_to_the_queue_with_partial_failures(resources: dict[str, Any]) -> None:
-    mappings = {k: v for k, v in resources.items() if v["Type"] == "AWS::Lambda::EventSourceMapping"}
-    [mapping] = [m["Properties"] for m in mappings.values() if "HandoffQueue" in json.dumps(m)]
-    assert mapping["FunctionName"] == {"Ref": "HandoffFunction"}
-    assert mapping["EventSourceArn"] == {"Fn::GetAtt": ["HandoffQueue", "Arn"]}
-    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-    assert 1 <= mapping["BatchSize"] <= 10 and mapping["MaximumBatchingWindowInSeconds"] <= 5
+def test_a_failed_message_is_retried_then_dead_lettered(resources: dict[str, Any]) -> None:
+    """The translated template (as CloudFormation gets it): retries and the on-failure destination."""
+    assert not [n for n, r in resources.items() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
+    [config] = [
+        r["Properties"]
+        for r in resources.values()
+        if r["Type"] == "AWS::Lambda::EventInvokeConfig" and r["Properties"]["FunctionName"] == {"Ref": "HandoffFunction"}
+    ]  # fmt: skip
+    assert config["MaximumRetryAttempts"] == 2  # HandoffRetryAttempts' default, resolved by SAM
+    assert 3600 <= config["MaximumEventAgeInSeconds"] <= 21600  # throttled events wait hours, not minutes
+    assert config["DestinationConfig"] == {
+        "OnFailure": {"Destination": {"Fn::GetAtt": ["HandoffDLQ", "Arn"]}}
+    }
     role = resources["HandoffFunctionRole"]["Properties"]
     managed = json.dumps(role.get("ManagedPolicyArns", []))
-    assert "SQSQueueExecutionRole" not in managed  # the managed policy SAM's SQS event would add is on "*"
+    assert "SQS" not in managed
     granted = grants(resources["HandoffFunctionRole"])
-    for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"):
-        assert granted[action] == [{"Fn::GetAtt": ["HandoffQueue", "Arn"]}], action
+    assert granted["sqs:SendMessage"] == [{"Fn::GetAtt": ["HandoffDLQ", "Arn"]}]  # the destination only
+    assert not [a for a in granted if a.startswith("sqs:") and a != "sqs:SendMessage"]
     assert all(r != "*" for targets in granted.values() for r in targets)
     assert "dynamodb:Scan" not in granted
 
@@ -127,10 +133,13 @@ def test_the_crm_route_goes_to_the_handoff_function(resources: dict[str, Any]) -
     assert "HandoffFunction.Arn" in json.dumps(integration) and integration["payloadFormatVersion"] == "2.0"
 
 
-def test_the_webhook_may_queue_and_number_but_not_consume(resources: dict[str, Any]) -> None:
+def test_the_webhook_may_invoke_the_handoff_function_and_number(resources: dict[str, Any]) -> None:
     granted = grants(resources["WebhookFunctionRole"])
-    assert granted["sqs:SendMessage"] == [{"Fn::GetAtt": ["HandoffQueue", "Arn"]}]
-    assert "sqs:ReceiveMessage" not in granted and "sqs:DeleteMessage" not in granted
+    assert granted["lambda:InvokeFunction"] == [{"Fn::GetAtt": ["HandoffFunction", "Arn"]}]
+    assert not [a for a in granted if a.startswith("sqs:")]
+    others = [n for n, r in resources.items() if r["Type"] == "AWS::IAM::Role" and n != "WebhookFunctionRole"]
+    for name in others:  # nothing else publishes hand-offs (grep: outbox_from_env is the webhook's)
+        assert "lambda:InvokeFunction" not in grants(resources[name]), name
     assert {"Fn::GetAtt": ["HandoffTable", "Arn"]} in granted["dynamodb:UpdateItem"]
     ssm = json.dumps(grants(resources["HandoffFunctionRole"])["ssm:GetParameter"])
     assert (

@@ -6,13 +6,20 @@ import json
 import string
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 
 from clinicbot.booking.refs import ref_of, resolve
 from clinicbot.booking.texts import fmt_day, fmt_price, google_calendar_url, month_grid, short_name
-from clinicbot.handoff.outbox import InMemoryOutbox, SqsOutbox, outbox_from_env
+from clinicbot.handoff.outbox import (
+    InMemoryOutbox,
+    LambdaOutbox,
+    OutboxError,
+    PayloadTooLarge,
+    outbox_from_env,
+)
 from clinicbot.i18n import Translator, catalog
 from clinicbot.mis.models import Doctor, LocalizedText
 
@@ -162,38 +169,65 @@ def test_in_memory_outbox_deduplicates_on_the_key_and_refuses_personal_data() ->
 
 def test_outbox_from_env() -> None:
     assert isinstance(outbox_from_env({}), InMemoryOutbox)
-    sqs = outbox_from_env({"CLINICBOT_HANDOFF_QUEUE_URL": "https://sqs.eu-central-1.amazonaws.com/1/q"})
-    assert isinstance(sqs, SqsOutbox)
+    outbox = outbox_from_env({"CLINICBOT_HANDOFF_FUNCTION": "clinicbot-HandoffFunction-1A2B"})
+    assert isinstance(outbox, LambdaOutbox) and outbox.function_name == "clinicbot-HandoffFunction-1A2B"
 
 
-@pytest.mark.parametrize("fifo", [False, True])
-def test_sqs_outbox_sends_the_key_as_an_attribute(fifo: bool) -> None:
-    import boto3
-    from moto import mock_aws
+class RecordingLambda:
+    """The two things LambdaOutbox asks of boto3's lambda client."""
 
-    with mock_aws():
-        sqs = boto3.client("sqs", region_name="eu-central-1")
-        name = "handoff.fifo" if fifo else "handoff"
-        attributes = {"FifoQueue": "true"} if fifo else {}
-        url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
-        outbox = SqsOutbox(url, client=sqs)
-        payload = {"patient_id": "p-1", "appointment_id": "a-1", "start": "2026-11-24T06:00:00+00:00"}
-        message_id = outbox.publish("booking", payload, "booking:a-1:booked")
-        assert outbox.publish("booking", payload, "booking:a-1:booked") == message_id  # not sent twice
-        received = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"])
-        [message] = received["Messages"]
-        assert message["MessageAttributes"]["idempotency_key"]["StringValue"] == "booking:a-1:booked"
-        assert message["MessageAttributes"]["kind"]["StringValue"] == "booking"
-        body = json.loads(message["Body"])
-        assert body["payload"] == payload and body["kind"] == "booking"
+    def __init__(self, status: int = 202) -> None:
+        self.status = status
+        self.calls: list[dict[str, Any]] = []
+
+    def invoke(self, **request: Any) -> dict[str, Any]:
+        self.calls.append(request)
+        return {"StatusCode": self.status}
 
 
-def test_sqs_outbox_builds_its_client_lazily_with_short_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
-    from moto import mock_aws
+def test_lambda_outbox_invokes_the_function_asynchronously_once_per_key() -> None:
+    client = RecordingLambda()
+    outbox = LambdaOutbox("clinicbot-handoff", client=client)
+    payload = {"patient_id": "p-1", "appointment_id": "a-1", "start": "2026-11-24T06:00:00+00:00"}
+    message_id = outbox.publish("booking", payload, "booking:a-1:booked")
+    assert outbox.publish("booking", payload, "booking:a-1:booked") == message_id  # not sent twice
+    [call] = client.calls
+    assert call["FunctionName"] == "clinicbot-handoff" and call["InvocationType"] == "Event"
+    event = json.loads(call["Payload"])
+    assert event["payload"] == payload and event["kind"] == "booking" and event["message_id"] == message_id
+    assert event["idempotency_key"] == "booking:a-1:booked" and event["created_at"]
+    with pytest.raises(ValueError, match="personal data"):
+        outbox.publish("booking", {"phone": "79990000000"}, "k")
+    assert len(client.calls) == 1
+
+
+def test_lambda_outbox_refuses_what_an_asynchronous_invocation_cannot_carry() -> None:
+    client = RecordingLambda()
+    outbox = LambdaOutbox("clinicbot-handoff", client=client)
+    with pytest.raises(PayloadTooLarge, match="bytes, over"):
+        outbox.publish("notice", {"about": "x" * 300_000}, "notice:1")
+    assert client.calls == []
+    with pytest.raises(PayloadTooLarge):  # the same check in memory: a test catches it before AWS does
+        InMemoryOutbox().publish("notice", {"about": "ы" * 130_000}, "notice:1")
+    rejected = LambdaOutbox("clinicbot-handoff", client=RecordingLambda(status=200))
+    with pytest.raises(OutboxError):  # 200 would mean a synchronous invocation ran: not what we asked for
+        rejected.publish("notice", {"about": "x"}, "notice:2")
+    assert rejected._sent == {}  # not remembered as sent: a retry of the update publishes it again
+
+
+def test_lambda_outbox_builds_its_client_lazily_with_short_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
+    from botocore.stub import ANY, Stubber
 
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-central-1")
-    with mock_aws():
-        outbox = SqsOutbox("https://sqs.eu-central-1.amazonaws.com/123456789012/q")
-        config = outbox.client.meta.config
-        assert config.connect_timeout == 1.0 and config.read_timeout == 2.0
-        assert config.retries["total_max_attempts"] == 3  # the first try and two retries
+    outbox = LambdaOutbox("clinicbot-handoff")
+    config = outbox.client.meta.config
+    assert config.connect_timeout == 1.0 and config.read_timeout == 2.0
+    assert config.retries["total_max_attempts"] == 3  # the first try and two retries
+    with Stubber(outbox.client) as stub:  # the request boto3 would send is a valid Invoke
+        stub.add_response(
+            "invoke",
+            {"StatusCode": 202},
+            {"FunctionName": "clinicbot-handoff", "InvocationType": "Event", "Payload": ANY},
+        )
+        outbox.publish("booking", {"appointment_id": "a-1"}, "booking:a-1:booked")
+        stub.assert_no_pending_responses()

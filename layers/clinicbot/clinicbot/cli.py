@@ -94,15 +94,22 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     secret = args.secret or os.environ.get("CLINICBOT_WEBHOOK_SECRET") or SAMPLE_EVENTS_SECRET
     os.environ["CLINICBOT_WEBHOOK_SECRET"] = secret
     local_function_env(api_base=botapi.base_url)
+    status = 0
     try:
-        response = invoke(args.function, event)
-        print(json.dumps({"response": _readable(response)}, ensure_ascii=False, indent=2))
+        try:
+            response = invoke(args.function, event)
+        except Exception as exc:  # Lambda's answer to an unhandled error (asynchronous events: a retry)
+            error = {"errorType": type(exc).__name__, "errorMessage": str(exc)}
+            print(json.dumps({"error": error}, ensure_ascii=False, indent=2))
+            status = 1
+        else:
+            print(json.dumps({"response": _readable(response)}, ensure_ascii=False, indent=2))
         calls = [{"method": c.method, "params": c.params} for c in botapi.calls]
         print(json.dumps({"bot_api_calls": calls}, ensure_ascii=False, indent=2, default=str))
     finally:
         botapi.stop()
         stack.stop()
-    return 0
+    return status
 
 
 def _readable(response: Any) -> Any:
@@ -122,6 +129,34 @@ def cmd_set_commands(args: argparse.Namespace) -> int:
     publish_commands(load_settings())
     print("setMyCommands: published for the default (ru) and en")
     return 0
+
+
+def cmd_handoff_redrive(args: argparse.Namespace) -> int:
+    """After a fix: invoke the hand-off function again with each message of its dead-letter queue."""
+    import boto3
+
+    from clinicbot.handoff.redrive import Outcome, redrive
+
+    queue_url, function = args.dlq_url, args.function
+    if args.stack:
+        outputs = boto3.client("cloudformation").describe_stacks(StackName=args.stack)["Stacks"][0]
+        found = {o["OutputKey"]: o["OutputValue"] for o in outputs.get("Outputs") or []}
+        queue_url = queue_url or found.get("HandoffDeadLetterQueueUrl")
+        function = function or found.get("HandoffFunctionName")
+    if not queue_url or not function:
+        print("handoff-redrive needs --dlq-url and --function (or --stack NAME)", file=sys.stderr)
+        return 2
+    report = redrive(
+        boto3.client("sqs"),
+        boto3.client("lambda"),
+        queue_url=queue_url,
+        function_name=function,
+        dry_run=args.dry_run,
+        limit=args.limit,
+        on_result=lambda letter, outcome: print(f"{outcome.value:<10} {letter.describe()}", flush=True),
+    )
+    print(("dry run: " if args.dry_run else "") + report.summary())
+    return 1 if report.count(Outcome.FAILED) else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,6 +181,21 @@ def main(argv: list[str] | None = None) -> int:
     inv.set_defaults(func=cmd_invoke)
     cmds = sub.add_parser("set-commands", help=cmd_set_commands.__doc__)
     cmds.set_defaults(func=cmd_set_commands)
+    redrive = sub.add_parser("handoff-redrive", help=cmd_handoff_redrive.__doc__)
+    redrive.add_argument(
+        "--dlq-url",
+        default=os.environ.get("CLINICBOT_HANDOFF_DLQ_URL"),
+        help="the HandoffDeadLetterQueueUrl output (default: $CLINICBOT_HANDOFF_DLQ_URL)",
+    )
+    redrive.add_argument(
+        "--function",
+        default=os.environ.get("CLINICBOT_HANDOFF_FUNCTION"),
+        help="the HandoffFunctionName output (default: $CLINICBOT_HANDOFF_FUNCTION)",
+    )
+    redrive.add_argument("--stack", help="read both from this CloudFormation stack's outputs")
+    redrive.add_argument("--dry-run", action="store_true", help="list the messages, change nothing")
+    redrive.add_argument("--limit", type=int, default=None, help="at most this many messages")
+    redrive.set_defaults(func=cmd_handoff_redrive)
     from clinicbot.engagement.cli import add_commands as add_engagement_commands
 
     add_engagement_commands(sub)  # feedback-report, broadcast, broadcast-run

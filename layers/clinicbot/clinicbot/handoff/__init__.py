@@ -1,5 +1,5 @@
-"""Hand-off to humans and to the clinic's CRM: what the bot puts on the hand-off queue."""
+"""Hand-off to humans and to the clinic's CRM: what the bot hands to the hand-off function."""
 
-from clinicbot.handoff.outbox import InMemoryOutbox, Outbox, OutboxMessage, SqsOutbox, outbox_from_env
+from clinicbot.handoff.outbox import InMemoryOutbox, LambdaOutbox, Outbox, OutboxMessage, outbox_from_env
 
-__all__ = ["InMemoryOutbox", "Outbox", "OutboxMessage", "SqsOutbox", "outbox_from_env"]
+__all__ = ["InMemoryOutbox", "LambdaOutbox", "Outbox", "OutboxMessage", "outbox_from_env"]

@@ -1,30 +1,45 @@
-"""The hand-off consumer: one queue message in, its effect done once, or an error for the queue to retry.
+"""The hand-off consumer: one outbox message in, its effect done once, or an error for Lambda to retry.
 
+Each message arrives as its own asynchronous invocation of the hand-off function (``LambdaOutbox``).
 Per message (``HandoffConsumer.process``)::
 
-    parse the envelope                      -> malformed: PoisonMessage (retried, then dead-lettered)
+    parse the envelope                      -> malformed: PoisonMessage (dropped: it can never succeed)
     claim the idempotency key (HandoffTable) -> done before: "duplicate", nothing happens
                                              -> another consumer holds it: Busy (retried later)
     join the sealed fields, validate         -> sealed part gone (erased/expired): "dropped"
     look up the patient in the MIS (name, phone) for the CRM
     do it: CRM port call, or a staff reply copied to the patient
     complete the key, delete the sealed fields
-    any error: release the key and re-raise (the batch reports this message as failed)
+    any error: release the key and re-raise (the invocation fails: Lambda retries it, then dead-letters it)
 
-A claim is a lease as long as the invocation may still run, so a consumer that dies mid-way does not
-block its message for ever; the window between "done" and "completed" is where a message could take
-effect twice (the webhook's ``webhook-id`` and Bitrix's ``ORIGIN_ID`` check cover that window too).
+A claim is a lease as long as the invocation may still run (plus a margin, shorter than Lambda's first
+retry delay of a minute), so a consumer that dies mid-way does not block its message for ever; the window
+between "done" and "completed" is where a message could take effect twice (the webhook's ``webhook-id``
+and Bitrix's ``ORIGIN_ID`` check cover that window too).
 
-Within a batch, once a patient's message failed, that patient's later chat messages and staff replies
-fail too ("held"): the queue redelivers them together, so a conversation is not relayed out of order.
+Ordering: none is guaranteed any more. Asynchronous invocations of different messages may run at the same
+time in different environments, and a failed message is retried about 1 and 3 minutes later (or redriven
+from the dead-letter queue much later), so a patient's later chat messages and staff replies can reach the
+CRM or the patient before an earlier one that failed. (With the SQS queue, a patient's later messages in
+the same batch were held back behind a failed one; there are no batches now.) What still holds per
+patient: each message takes effect once (the claim), a patient's CRM thread / forum topic / lead is bound
+once in the HandoffTable even when two messages race to create it, and the sealed personal fields of a
+message are deleted only once that message reached the CRM. Chat messages carry their Telegram message id
+and time, so the staff can see the order the patient wrote in.
+
+``redelivery`` (``DeliveryContext.redelivery``: "the CRM may have this already, look before creating")
+is not told by Lambda; unless the caller knows, a message older than :data:`REDELIVERY_AFTER_SECONDS` is
+taken for one (Lambda's first retry comes a minute after the first attempt; a fresh event is invoked
+within seconds).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -54,9 +69,9 @@ from clinicbot.handoff.store import Claim, HandoffStore
 from clinicbot.telegram_api.client import BotApiError
 
 __all__ = [
+    "REDELIVERY_AFTER_SECONDS",
     "Busy",
     "HandoffConsumer",
-    "Held",
     "PatientSource",
     "PoisonMessage",
     "Processed",
@@ -65,6 +80,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+REDELIVERY_AFTER_SECONDS = 30.0
+"""A message older than this is treated as possibly seen by the CRM before (a retry or a redrive)."""
+
 
 class PoisonMessage(Exception):
     """The message can never be processed as it is (not JSON, unknown kind, invalid fields)."""
@@ -72,10 +90,6 @@ class PoisonMessage(Exception):
 
 class Busy(Exception):
     """Another consumer is processing the same idempotency key right now."""
-
-
-class Held(Exception):
-    """Not attempted: an earlier message of the same patient failed in this batch."""
 
 
 class Result(StrEnum):
@@ -136,22 +150,27 @@ class HandoffConsumer:
     bot: HandoffBotApi | None = None
     patients: PatientSource | None = None
     lease_margin: float = 30.0
-    _failed_users: set[int] = field(default_factory=set)
-
-    def new_batch(self) -> None:
-        self._failed_users.clear()
+    """Added to the invocation's remaining time for the claim's lease; keep it under Lambda's first retry
+    delay (60 s) minus the function's timeout, so that the retry of a crashed attempt finds it expired."""
+    now: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     async def process(
-        self, body: str, *, receive_count: int = 1, deadline: Deadline | None = None
+        self,
+        body: str | Mapping[str, Any],
+        *,
+        redelivery: bool | None = None,
+        deadline: Deadline | None = None,
     ) -> Processed:
+        """``body``: the message as JSON text or as the decoded event; ``redelivery``: None infers it from
+        the message's age."""
         deadline = deadline or Deadline.after(20)
         try:
-            envelope = Envelope.model_validate(json.loads(body))
+            envelope = Envelope.model_validate(json.loads(body) if isinstance(body, str) else body)
         except (ValueError, ValidationError):
             raise PoisonMessage("the message is not a hand-off envelope") from None
+        if redelivery is None:
+            redelivery = self._looks_redelivered(envelope)
         user = _user_of(envelope)
-        if user is not None and user in self._failed_users and envelope.kind in (CHAT_KIND, STAFF_REPLY_KIND):
-            raise Held("an earlier message of this patient failed in this batch")
         key = envelope.idempotency_key
         claim = self.store.claim(key, deadline.remaining + self.lease_margin)
         if claim is Claim.DONE:
@@ -160,10 +179,8 @@ class HandoffConsumer:
         if claim is Claim.BUSY:
             raise Busy("the same message is being processed elsewhere")
         try:
-            processed = await self._dispatch(envelope, receive_count > 1, deadline)
+            processed = await self._dispatch(envelope, redelivery, deadline)
         except BaseException:
-            if user is not None:
-                self._failed_users.add(user)
             self.store.release(key)
             raise
         self.store.complete(key)
@@ -173,6 +190,14 @@ class HandoffConsumer:
             "hand-off message processed", extra={"kind": envelope.kind, "result": processed.result.value}
         )
         return processed
+
+    def _looks_redelivered(self, envelope: Envelope) -> bool:
+        created = envelope.created_at
+        if created is None:
+            return True  # unknown age: look before creating
+        if created.tzinfo is None:
+            created = created.replace(tzinfo=UTC)
+        return (self.now() - created).total_seconds() > REDELIVERY_AFTER_SECONDS
 
     # ------------------------------------------------------------------ dispatch
     async def _dispatch(self, envelope: Envelope, redelivery: bool, deadline: Deadline) -> Processed:

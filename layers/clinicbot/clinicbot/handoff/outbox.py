@@ -7,16 +7,21 @@ consumer de-duplicates on it, and both adapters here also skip keys they have al
 Payloads carry ids and times only (the MIS patient id, appointment id, doctor id, branch id, ISO
 instants): no names, phones or message texts -- the CRM adapter looks those up where it is allowed to.
 
-* :class:`InMemoryOutbox` -- the default when no queue is configured (local run, tests).
-* :class:`SqsOutbox` -- boto3 SQS, imported lazily; the queue URL comes from
-  ``CLINICBOT_HANDOFF_QUEUE_URL``. A standard queue has no ``MessageDeduplicationId``: the key travels as
-  the ``idempotency_key`` message attribute (and in the body). A FIFO queue (URL ending in ``.fifo``)
-  also gets a deduplication id derived from the key.
+* :class:`InMemoryOutbox` -- the default when no hand-off function is configured (local run, tests).
+* :class:`LambdaOutbox` -- an asynchronous invocation (``InvocationType="Event"``) of the hand-off
+  function per message, through boto3's ``lambda`` client, imported lazily; the function's name comes from
+  ``CLINICBOT_HANDOFF_FUNCTION``. No queue is polled, so nothing is billed while no one writes. Lambda
+  keeps the event in its own queue, retries a failed invocation (``HandoffRetryAttempts``, after about 1
+  and 2 more minutes) and then sends it to the on-failure destination, the ``HandoffDLQ`` queue
+  (``python -m clinicbot handoff-redrive`` brings it back). Delivery is at least once and unordered: the
+  consumer de-duplicates on the idempotency key (see ``clinicbot.handoff.consumer``).
+
+The event is :meth:`OutboxMessage.event`: the message body (``kind``, ``idempotency_key``, ``created_at``,
+``payload``) plus its ``message_id``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -29,21 +34,38 @@ from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
     "FORBIDDEN_PAYLOAD_KEYS",
-    "QUEUE_URL_ENV",
+    "FUNCTION_ENV",
+    "MAX_EVENT_BYTES",
     "InMemoryOutbox",
+    "LambdaOutbox",
     "Outbox",
+    "OutboxError",
     "OutboxMessage",
-    "SqsOutbox",
+    "PayloadTooLarge",
+    "encode_event",
+    "is_outbox_message",
     "outbox_from_env",
 ]
 
 log = logging.getLogger(__name__)
 
-QUEUE_URL_ENV = "CLINICBOT_HANDOFF_QUEUE_URL"
+FUNCTION_ENV = "CLINICBOT_HANDOFF_FUNCTION"
 FORBIDDEN_PAYLOAD_KEYS = frozenset(
     {"name", "first_name", "last_name", "full_name", "phone", "phone_number", "text", "email", "address"}
 )
-"""Personal data never goes on the queue; a payload with one of these keys is a bug."""
+"""Personal data never goes into a hand-off event; a payload with one of these keys is a bug."""
+MAX_EVENT_BYTES = 240 * 1024
+"""Lambda accepts up to 256 KB for an asynchronous invocation; the on-failure record (this event plus
+Lambda's request and response context) must still fit an SQS message of 256 KB. Messages carry ids only
+(a few hundred bytes): anything near this is a bug, refused before the call."""
+
+
+class OutboxError(RuntimeError):
+    """The hand-off message was not accepted (the caller decides what that means)."""
+
+
+class PayloadTooLarge(OutboxError, ValueError):
+    """The event is larger than an asynchronous invocation may carry."""
 
 
 @runtime_checkable
@@ -69,6 +91,15 @@ class OutboxMessage:
             "payload": self.payload,
         }
 
+    def event(self) -> dict[str, Any]:
+        """What the hand-off function is invoked with: the body and the message id."""
+        return {**self.body(), "message_id": self.id}
+
+
+def is_outbox_message(event: Mapping[str, Any]) -> bool:
+    """An event the outbox published (or one that means to be: an invalid one is poison, not unknown)."""
+    return "idempotency_key" in event or ("kind" in event and "payload" in event)
+
 
 def _message(kind: str, payload: Mapping[str, Any], idempotency_key: str) -> OutboxMessage:
     if not kind or not idempotency_key:
@@ -78,6 +109,17 @@ def _message(kind: str, payload: Mapping[str, Any], idempotency_key: str) -> Out
         raise ValueError(f"personal data in an outbox payload: {sorted(leaked)}")
     data = json.loads(json.dumps(dict(payload), default=str))  # plain JSON, as the consumer will see it
     return OutboxMessage(str(uuid.uuid4()), kind, data, idempotency_key, datetime.now(UTC))
+
+
+def encode_event(message: OutboxMessage) -> bytes:
+    """The invocation payload (compact UTF-8 JSON); :class:`PayloadTooLarge` beyond :data:`MAX_EVENT_BYTES`."""
+    data = json.dumps(message.event(), ensure_ascii=False, separators=(",", ":")).encode()
+    if len(data) > MAX_EVENT_BYTES:
+        raise PayloadTooLarge(
+            f"hand-off event of kind {message.kind!r} is {len(data)} bytes, over {MAX_EVENT_BYTES}: "
+            "messages carry ids only (personal fields are sealed in the HandoffTable)"
+        )
+    return data
 
 
 @dataclass
@@ -92,6 +134,7 @@ class InMemoryOutbox:
         if known is not None:
             return known.id
         message = _message(kind, payload, idempotency_key)
+        encode_event(message)  # the same size check as on AWS
         self.messages.append(message)
         self._by_key[idempotency_key] = message
         return message.id
@@ -107,12 +150,15 @@ class InMemoryOutbox:
         self._by_key.clear()
 
 
-class SqsOutbox:
-    """The hand-off queue on SQS. Short timeouts and bounded retries: the webhook must answer fast."""
+class LambdaOutbox:
+    """Asynchronous invocations of the hand-off function. Short timeouts and bounded retries: the webhook
+    must answer fast. ``Invoke`` with ``InvocationType="Event"`` returns 202 once Lambda has queued the
+    event; a timed-out call that was in fact queued and then retried yields a second invocation, which
+    the consumer's idempotency claim turns into a no-op."""
 
     def __init__(
         self,
-        queue_url: str,
+        function_name: str,
         *,
         client: Any | None = None,
         connect_timeout: float = 1.0,
@@ -120,14 +166,13 @@ class SqsOutbox:
         max_attempts: int = 3,  # in all, the first try included
         remembered_keys: int = 256,
     ) -> None:
-        if not queue_url:
-            raise ValueError("SqsOutbox needs a queue URL")
-        self.queue_url = queue_url
+        if not function_name:
+            raise ValueError("LambdaOutbox needs the hand-off function's name or ARN")
+        self.function_name = function_name
         self._client = client
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._max_attempts = max_attempts
-        self._fifo = queue_url.endswith(".fifo")
         self._sent: OrderedDict[str, str] = OrderedDict()
         self._remember = remembered_keys
 
@@ -138,7 +183,7 @@ class SqsOutbox:
             from botocore.config import Config
 
             self._client = boto3.client(
-                "sqs",
+                "lambda",
                 config=Config(
                     connect_timeout=self._connect_timeout,
                     read_timeout=self._read_timeout,
@@ -152,27 +197,20 @@ class SqsOutbox:
         if sent is not None:
             return sent
         message = _message(kind, payload, idempotency_key)
-        request: dict[str, Any] = {
-            "QueueUrl": self.queue_url,
-            "MessageBody": json.dumps(message.body(), ensure_ascii=False, separators=(",", ":")),
-            "MessageAttributes": {
-                "kind": {"DataType": "String", "StringValue": kind},
-                "idempotency_key": {"DataType": "String", "StringValue": idempotency_key},
-            },
-        }
-        if self._fifo:
-            request["MessageDeduplicationId"] = hashlib.sha256(idempotency_key.encode()).hexdigest()
-            request["MessageGroupId"] = str(message.payload.get("patient_id") or kind)
-        response = self.client.send_message(**request)
-        message_id = str(response["MessageId"])
-        self._sent[idempotency_key] = message_id
+        response = self.client.invoke(
+            FunctionName=self.function_name, InvocationType="Event", Payload=encode_event(message)
+        )
+        status = int(response.get("StatusCode") or 0)
+        if status != 202:
+            raise OutboxError(f"the hand-off function did not accept the event (HTTP {status})")
+        self._sent[idempotency_key] = message.id
         while len(self._sent) > self._remember:
             self._sent.popitem(last=False)
-        log.info("hand-off message queued", extra={"kind": kind, "message_id": message_id})
-        return message_id
+        log.info("hand-off message queued", extra={"kind": kind, "message_id": message.id})
+        return message.id
 
 
 def outbox_from_env(env: Mapping[str, str] | None = None) -> Outbox:
-    """``SqsOutbox`` when ``CLINICBOT_HANDOFF_QUEUE_URL`` is set, else an ``InMemoryOutbox``."""
-    url = (env if env is not None else os.environ).get(QUEUE_URL_ENV, "").strip()
-    return SqsOutbox(url) if url else InMemoryOutbox()
+    """``LambdaOutbox`` when ``CLINICBOT_HANDOFF_FUNCTION`` is set, else an ``InMemoryOutbox``."""
+    name = (env if env is not None else os.environ).get(FUNCTION_ENV, "").strip()
+    return LambdaOutbox(name) if name else InMemoryOutbox()

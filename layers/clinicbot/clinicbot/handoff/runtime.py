@@ -1,8 +1,20 @@
 """The hand-off function's insides, built once per cold start from :class:`~clinicbot.config.Settings`.
 
-``functions/handoff/app.py`` hands each SQS record (powertools ``BatchProcessor``) to
-:meth:`HandoffApp.handle_record` and each ``POST /crm/inbound`` to :meth:`HandoffApp.handle_http`. One
-event loop lives across warm invocations (the aiohttp sessions are bound to it). No aiogram here.
+``functions/handoff/app.py`` hands every event to :meth:`HandoffApp.handle_event`, which tells them apart
+by shape:
+
+* an outbox message (``kind``, ``idempotency_key``, ``payload``, ...: one per asynchronous invocation,
+  see ``clinicbot.handoff.outbox.LambdaOutbox``) goes to the consumer. Processed, duplicate and dropped
+  messages return normally; so does a poison message (logged: it can never succeed, a retry would only
+  dead-letter it). A transient failure (CRM or MIS down, Telegram errors, another consumer holding the
+  message, DynamoDB errors, no time left) raises :class:`RetryLater`, so that Lambda retries the event
+  (``HandoffRetryAttempts``, about 1 and 2 minutes apart) and then sends it to the dead-letter queue.
+  Its message names the error's type only: Lambda copies it into the dead-letter record.
+* an API Gateway HTTP API event (``requestContext.http``) is ``POST /crm/inbound``.
+
+Ordering between messages is not guaranteed (concurrent invocations, retries minutes later): see
+``clinicbot.handoff.consumer``. One event loop lives across warm invocations (the aiohttp sessions are
+bound to it). No aiogram here.
 """
 
 from __future__ import annotations
@@ -14,17 +26,26 @@ from typing import Any
 
 from clinicbot.config import Settings
 from clinicbot.handoff.bot_api import HandoffBotApi
-from clinicbot.handoff.consumer import HandoffConsumer, MisPatients, PatientSource, Processed
+from clinicbot.handoff.consumer import HandoffConsumer, MisPatients, PatientSource, PoisonMessage, Processed
 from clinicbot.handoff.inbound import InboundHandler, InboundResponse
+from clinicbot.handoff.outbox import is_outbox_message
 from clinicbot.handoff.port import CrmPort
 from clinicbot.handoff.retry import Deadline
 from clinicbot.handoff.store import DynamoHandoffStore, HandoffStore
 
-__all__ = ["HandoffApp", "build_handoff", "crm_channel"]
+__all__ = ["HandoffApp", "RetryLater", "build_handoff", "crm_channel", "is_http_event"]
 
 log = logging.getLogger(__name__)
 
 SAFETY_MARGIN_SECONDS = 4.0
+
+
+class RetryLater(Exception):
+    """The message failed for now: the invocation fails, Lambda retries it (then dead-letters it)."""
+
+
+def is_http_event(event: Mapping[str, Any]) -> bool:
+    return isinstance((event.get("requestContext") or {}).get("http"), dict)
 
 
 def crm_channel(settings: Settings) -> str:
@@ -47,25 +68,42 @@ class HandoffApp:
         self.consumer = consumer
         self.inbound = inbound
         self.loop = loop or asyncio.new_event_loop()
-        self._deadline: Deadline | None = None
 
-    # ------------------------------------------------------------------ SQS
-    def begin_batch(self, context: Any = None) -> None:
-        """Call once per invocation before the records: sets the deadline from the Lambda context."""
-        self.consumer.new_batch()
+    # ------------------------------------------------------------------ events
+    def handle_event(self, event: Mapping[str, Any], context: Any = None) -> dict[str, Any]:
+        """One invocation: an outbox message or an HTTP API request (see the module's docstring)."""
+        if is_http_event(event):
+            return self.handle_http(event)
+        if is_outbox_message(event):
+            try:
+                processed = self.handle_message(event, context)
+            except PoisonMessage as exc:
+                log.error(
+                    "poison hand-off message dropped: it can never be processed",
+                    extra={"kind": str(event.get("kind"))[:64], "reason": str(exc)[:300],
+                           "message_id": str(event.get("message_id"))[:64]},
+                )  # fmt: skip
+                return {"result": "poison"}
+            except Exception as exc:
+                log.warning(
+                    "hand-off message failed: Lambda retries it, then dead-letters it",
+                    extra={"kind": str(event.get("kind"))[:64], "error": type(exc).__name__,
+                           "message_id": str(event.get("message_id"))[:64]},
+                    exc_info=True,
+                )  # fmt: skip
+                raise RetryLater(f"{type(exc).__name__}: retried by Lambda") from exc
+            return {"result": processed.result.value, "kind": processed.kind}
+        log.warning("unknown event shape dropped", extra={"keys": sorted(map(str, event))[:10]})
+        return {"statusCode": 400, "body": '{"error": "unknown event"}'}
+
+    def handle_message(self, event: Mapping[str, Any], context: Any = None) -> Processed:
+        """One outbox message: processed (or a duplicate, or dropped), else the consumer's exception
+        (:class:`~clinicbot.handoff.consumer.PoisonMessage` or a transient one)."""
         remaining = context.get_remaining_time_in_millis() / 1000 if context is not None else 25.0
-        self._deadline = Deadline.after(max(1.0, remaining - SAFETY_MARGIN_SECONDS))
-
-    def handle_record(self, record: Any) -> Processed:
-        """One SQS record (powertools ``SQSRecord`` or the raw dict): processed, or an exception that the
-        batch processor reports as this message's failure."""
-        body, receive_count = _record_fields(record)
-        deadline = self._deadline or Deadline.after(20)
+        deadline = Deadline.after(max(1.0, remaining - SAFETY_MARGIN_SECONDS))
         if deadline.remaining < 2.0:
-            raise TimeoutError("no time left in this invocation: the queue redelivers it")
-        return self.loop.run_until_complete(
-            self.consumer.process(body, receive_count=receive_count, deadline=deadline)
-        )
+            raise TimeoutError("no time left in this invocation: Lambda retries it")
+        return self.loop.run_until_complete(self.consumer.process(event, deadline=deadline))
 
     # ------------------------------------------------------------------ HTTP
     def handle_http(self, event: Mapping[str, Any]) -> dict[str, Any]:
@@ -88,13 +126,6 @@ class HandoffApp:
                 await self.consumer.bot.close()
 
         self.loop.run_until_complete(shut())
-
-
-def _record_fields(record: Any) -> tuple[str, int]:
-    if isinstance(record, Mapping):
-        attributes = record.get("attributes") or {}
-        return str(record.get("body") or ""), int(attributes.get("ApproximateReceiveCount") or 1)
-    return str(record.body or ""), int(record.attributes.approximate_receive_count or 1)
 
 
 def _language_of(user_id: int) -> str | None:

@@ -26,7 +26,7 @@ from clinicbot.telegram.routers import (
 
 
 def build_dispatcher(settings: Settings, *, mis: Any, outbox: Any | None = None) -> Dispatcher:
-    if outbox is None:  # the hand-off queue (CLINICBOT_HANDOFF_QUEUE_URL), else an in-memory outbox
+    if outbox is None:  # the hand-off function (CLINICBOT_HANDOFF_FUNCTION), else an in-memory outbox
         from clinicbot.handoff.outbox import outbox_from_env
 
         outbox = outbox_from_env()
