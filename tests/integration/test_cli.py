@@ -87,7 +87,9 @@ def test_set_commands_publishes_both_languages(botapi: object) -> None:
         if isinstance(by_language[None]["commands"], str)
         else by_language[None]["commands"]
     )
-    assert {c["command"] for c in ru} == {"start", "menu", "language", "help"}
+    assert [c["command"] for c in ru] == [
+        "start", "menu", "info", "language", "help", "mydata", "stop", "withdraw", "forget",
+    ]  # fmt: skip
     assert any(c["description"] == "Помощь" for c in ru)
 
 
