@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics import MetricUnit
 
 from clinicbot import metering
 from clinicbot.config import load_settings
@@ -19,16 +19,21 @@ APP = build_reminders(load_settings())
 # Usage per clinic (clinicbot.metering): messages by kind, MIS calls; the rollup is written after every run.
 METER = metering.for_reminders(APP)
 
+ANOMALIES = ("failed", "lost_claims", "left_for_next_run", "deferred", "blocked")
+"""Counts of a run worth a metric. Each is emitted only when it is not zero: a custom metric is billed for
+every hour it gets data, zeros included, and messages sent are counted by the usage metering already."""
+
 
 @METER.handler
-@metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     report = APP.handle_event(event, context)
-    for kind, count in (report.get("sent") or {}).items():
-        # one EMF record per kind: messages sent, by kind (visit, memo_before, memo_after, survey, med)
-        with single_metric(name="RemindersSent", unit=MetricUnit.Count, value=count) as metric:
-            metric.add_dimension(name="kind", value=str(kind))
-    for name in ("due", "blocked", "failed", "deferred", "left_for_next_run", "lost_claims"):
-        metrics.add_metric(name=f"Reminders_{name}", unit=MetricUnit.Count, value=int(report.get(name) or 0))
+    emitted = False
+    for name in ANOMALIES:
+        value = int(report.get(name) or 0)
+        if value:
+            metrics.add_metric(name=f"Reminders_{name}", unit=MetricUnit.Count, value=value)
+            emitted = True
+    if emitted:
+        metrics.flush_metrics()
     return report

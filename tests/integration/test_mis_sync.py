@@ -167,7 +167,8 @@ def test_first_sync_fills_the_cache_and_an_unchanged_schedule_writes_nothing(
     assert len(days) == schedule["days"]
     assert sum(len(slot_ids(i)) for i in days) == schedule["slots"]
     assert all(int(i["expires_at"]["N"]) > NOW.timestamp() for i in days)  # TTL set on every day
-    assert writes.items[SCHEDULE] == schedule["items_written"] + 1  # + the sync state
+    # + the sync state, and the visits pass's cursor item (its cycle, empty here, completed: when it started)
+    assert writes.items[SCHEDULE] == schedule["items_written"] + 2
     state = next(i for i in items if i["pk"]["S"] == "SYNC")
     assert state["last_success_at"]["S"].startswith("2026-11-23T05:00:00")
 
@@ -196,7 +197,7 @@ def test_batches_hold_at_most_25_items(fn: Any, aws: Any) -> None:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(Connection, "_make_api_call", spy)
         assert run_sync()["ok"]
-    assert sizes and max(sizes) == 25 and sum(sizes) == len(cache_items(aws)) - 1
+    assert sizes and max(sizes) == 25 and sum(sizes) == len(cache_items(aws)) - 2  # SYNC: STATE, VISITS
 
 
 def test_a_booking_in_the_mis_rewrites_just_that_day(

@@ -17,7 +17,7 @@ from clinicbot.mis.errors import MisUnavailable, NotFound
 from clinicbot.mis.models import Appointment, Branch, PatientVisits, Prescription
 from clinicbot.schedule.job import SyncJob, SyncSettings
 from clinicbot.schedule.sync import DayKey, DayRecord, Plan, RefRecord, SyncState
-from clinicbot.schedule.visits import LinkedPatient, sync_visits
+from clinicbot.schedule.visits import LinkedPatient, VisitsCursor, sync_visits
 from tests.harness import TODAY
 
 NOW = datetime(2026, 11, 23, 5, 0, tzinfo=UTC)
@@ -31,6 +31,7 @@ class MemoryCache:
         self.records: dict[DayKey, DayRecord] = {}
         self.state: SyncState | None = None
         self.cursor: dict[str, Any] | None = None
+        self.cycle_started_at: datetime | None = None
         self.writes = 0
         self.cursor_saves = 0
         self.calls: dict[str, int] = {}
@@ -73,11 +74,15 @@ class MemoryCache:
     def save_state(self, state: SyncState) -> None:
         self.state = state
 
-    def load_cursor(self) -> dict[str, Any] | None:
-        return self.cursor
+    def load_cursor(self) -> VisitsCursor:
+        self._count("load_cursor")
+        return VisitsCursor(self.cursor, self.cycle_started_at)
 
-    def save_cursor(self, cursor: dict[str, Any] | None, *, now: datetime) -> None:
+    def save_cursor(
+        self, cursor: dict[str, Any] | None, *, now: datetime, cycle_started_at: datetime | None
+    ) -> None:
         self.cursor = cursor
+        self.cycle_started_at = cycle_started_at
         self.cursor_saves += 1
 
 
@@ -310,3 +315,108 @@ def test_a_doctor_who_left_the_mis_leaves_the_cache() -> None:
     assert result.schedule.refs_deleted == 1 and result.schedule.refs_written == 1  # DOCTOR#d-05; ORDER
     assert not [k for k in cache.records if k.doctor_id == "d-05"]
     assert "DOCTOR#d-05" not in cache.refs
+
+
+# ------------------------------------------------------------------ the visits pass's cadence
+
+
+class CountingMis(Flaky):
+    def __init__(self, mis: DemoClinic, **errors: Exception) -> None:
+        super().__init__(mis, **errors)
+        self.visit_calls = 0
+
+    async def visits(self, patient_id: str) -> PatientVisits:
+        self.visit_calls += 1
+        return await super().visits(patient_id)
+
+
+class AnyTimePlanner(Planner):
+    def sync_patient_appointments(
+        self, *, telegram_user_id: int, patient_id: str, appointments: list[Appointment], now: datetime
+    ) -> None:
+        self.appointments[telegram_user_id] = appointments
+
+
+def timed_job(mis: Any, cache: MemoryCache, at: list[datetime], **settings: Any) -> SyncJob:
+    j = job(mis, cache, planner=AnyTimePlanner(), **settings)
+    j.clock = lambda: at[0]
+    return j
+
+
+def test_a_complete_cycle_is_not_started_again_before_the_interval() -> None:
+    mis, cache, at = CountingMis(demo()), MemoryCache(), [NOW]
+    first = run(timed_job(mis, cache, at))
+    assert first.visits.cycle_complete and mis.visit_calls == 6
+    assert cache.cursor is None and cache.cycle_started_at == NOW
+
+    for minutes in (15, 30, 179):
+        at[0] = NOW + timedelta(minutes=minutes)
+        cache.calls.clear()
+        skipped = run(timed_job(mis, cache, at))
+        assert skipped.ok and skipped.visits is None
+        assert skipped.visits_skipped_reason == f"not due until {(NOW + timedelta(minutes=180)).isoformat()}"
+        assert mis.visit_calls == 6  # no MIS call for visits
+        assert cache.calls.get("load_cursor") == 1 and cache.cursor_saves == 1  # one read, no write
+
+    at[0] = NOW + timedelta(minutes=180)
+    due = run(timed_job(mis, cache, at))
+    assert due.visits.cycle_complete and mis.visit_calls == 12
+    assert cache.cycle_started_at == NOW + timedelta(minutes=180)
+
+
+def test_a_cycle_spans_runs_and_records_when_it_started() -> None:
+    mis, cache, at = CountingMis(demo()), MemoryCache(), [NOW]
+    small = {"patients_per_run": 4, "page_size": 2}
+    assert not run(timed_job(mis, cache, at, **small)).visits.cycle_complete
+    assert cache.cursor == {"i": 4} and cache.cycle_started_at == NOW
+    at[0] = NOW + timedelta(minutes=15)
+    second = run(timed_job(mis, cache, at, **small))
+    assert second.visits.patients == 2 and second.visits.cycle_complete
+    assert cache.cursor is None and cache.cycle_started_at == NOW  # when the cycle STARTED
+    at[0] = NOW + timedelta(minutes=30)
+    assert run(timed_job(mis, cache, at, **small)).visits is None
+    at[0] = NOW + timedelta(minutes=180)
+    assert run(timed_job(mis, cache, at, **small)).visits.patients == 4
+
+
+def test_an_outage_mid_cycle_is_not_a_complete_cycle() -> None:
+    mis, cache, at = CountingMis(demo()), MemoryCache(), [NOW]
+    small = {"patients_per_run": 4, "page_size": 2}
+    run(timed_job(mis, cache, at, **small))
+    assert cache.cursor == {"i": 4}
+    mis._errors = {"p_005": MisUnavailable("down")}
+    at[0] = NOW + timedelta(minutes=15)
+    failed = run(timed_job(mis, cache, at, **small))
+    assert failed.visits.outage and not failed.visits.cycle_complete and not failed.ok
+    assert cache.cursor == {"i": 4} and cache.cycle_started_at == NOW
+    mis._errors = {}
+    at[0] = NOW + timedelta(minutes=30)  # the cycle goes on at the next run, whatever the interval
+    again = run(timed_job(mis, cache, at, **small))
+    assert again.visits.cycle_complete and cache.cycle_started_at == NOW
+
+
+def test_an_outage_at_the_start_of_a_cycle_leaves_it_due() -> None:
+    mis, cache, at = CountingMis(demo()), MemoryCache(), [NOW]
+    run(timed_job(mis, cache, at))
+    at[0] = NOW + timedelta(minutes=200)
+    mis._errors = {"p_001": MisUnavailable("down")}
+    assert run(timed_job(mis, cache, at)).visits.outage
+    assert cache.cursor is None and cache.cycle_started_at == NOW  # the last COMPLETE cycle
+    mis._errors = {}
+    at[0] = NOW + timedelta(minutes=215)
+    assert run(timed_job(mis, cache, at)).visits.cycle_complete
+    assert cache.cycle_started_at == NOW + timedelta(minutes=215)
+
+
+def test_every_zero_walks_the_patients_every_run_as_before() -> None:
+    mis, cache, at = CountingMis(demo()), MemoryCache(), [NOW]
+    for _ in range(3):
+        assert run(timed_job(mis, cache, at, visits_every_minutes=0)).visits.cycle_complete
+    assert mis.visit_calls == 18
+    assert cache.cursor_saves == 0  # a cycle within one run moves no cursor: nothing written, as before
+
+
+def test_the_interval_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert SyncSettings().visits_every_minutes == 180
+    monkeypatch.setenv("CLINICBOT_SYNC_VISITS_EVERY_MINUTES", "0")
+    assert SyncSettings().visits_every_minutes == 0

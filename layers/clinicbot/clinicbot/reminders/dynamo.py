@@ -26,7 +26,7 @@ from clinicbot.reminders.models import (
     configure,
     user_pk,
 )
-from clinicbot.reminders.store import RunLock
+from clinicbot.reminders.store import CursorState, RunLock
 
 if TYPE_CHECKING:
     from clinicbot.config import Settings
@@ -156,10 +156,10 @@ class DynamoReminderStore:
         return cls()
 
     # ------------------------------------------------------------------ per patient
-    def user_items(self, user_id: int, prefix: str = "") -> list[DueItem]:
+    def user_items(self, user_id: int, prefix: str = "", *, consistent: bool = True) -> list[DueItem]:
         self.requests += 1
         records = DueRecord.query(
-            user_pk(user_id), DueRecord.sk.startswith(ITEM_PREFIX + prefix), consistent_read=True
+            user_pk(user_id), DueRecord.sk.startswith(ITEM_PREFIX + prefix), consistent_read=consistent
         )
         return [to_item(r) for r in records]
 
@@ -263,20 +263,49 @@ class DynamoReminderStore:
         condition = (DueRecord.status == str(Status.SENDING)) & (DueRecord.lease_id == lease_id)
         return self._update(item, actions, condition)
 
+    def read_cursor(self) -> CursorState:
+        self.requests += 1
+        try:
+            record = CursorRecord.get(CURSOR_PK, CURSOR_SK)  # eventually consistent: half a read unit
+        except CursorRecord.DoesNotExist:
+            return CursorState()
+        return CursorState(
+            cursor=record.cursor,
+            version=int(record.runs or 0),
+            locked_until=_from_epoch(record.run_until),
+        )
+
+    def advance_cursor(self, *, old: str | None, new: str, now: datetime) -> bool:
+        self.requests += 1
+        record = CursorRecord(pk=CURSOR_PK, sk=CURSOR_SK)
+        same = CursorRecord.cursor.does_not_exist() if old is None else CursorRecord.cursor == old
+        unlocked = CursorRecord.run_until.does_not_exist() | (CursorRecord.run_until <= _epoch(now))
+        try:
+            record.update(actions=[CursorRecord.cursor.set(new)], condition=same & unlocked)
+        except UpdateError as exc:
+            if _is_condition_failure(exc):
+                return False
+            raise
+        return True
+
     def lock(self, *, run_id: str, now: datetime, until: datetime) -> RunLock | None:
         self.requests += 1
         record = CursorRecord(pk=CURSOR_PK, sk=CURSOR_SK)
         condition = CursorRecord.run_until.does_not_exist() | (CursorRecord.run_until <= _epoch(now))
         try:
             record.update(
-                actions=[CursorRecord.run_id.set(run_id), CursorRecord.run_until.set(_epoch(until))],
+                actions=[
+                    CursorRecord.run_id.set(run_id),
+                    CursorRecord.run_until.set(_epoch(until)),
+                    CursorRecord.runs.add(1),
+                ],
                 condition=condition,
             )
         except UpdateError as exc:
             if _is_condition_failure(exc):
                 return None
             raise
-        return RunLock(run_id, record.cursor)
+        return RunLock(run_id, record.cursor, int(record.runs or 0))
 
     def unlock(self, lock: RunLock, *, cursor: str) -> None:
         self.requests += 1

@@ -120,6 +120,8 @@ class CursorRecord(Model):
     cursor = UnicodeAttribute(null=True)
     run_id = UnicodeAttribute(null=True)
     run_until = NumberAttribute(null=True)
+    runs = NumberAttribute(null=True)
+    """Locks taken so far: a run that read this item before locking sees whether another run went between."""
 
 
 ALL_MODELS: tuple[type[Model], ...] = (DueRecord, SeriesRecord, CursorRecord)

@@ -33,6 +33,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+from clinicbot.domain.patient import PatientCard
 from clinicbot.mis.models import Appointment, AppointmentStatus, Branch, Prescription
 from clinicbot.reminders.config import ReminderConfig
 from clinicbot.reminders.items import (
@@ -112,6 +113,8 @@ class ReminderPlanner:
             self._tz_of = zones.get
         self.directory = directory
         self.memos = memos or load_memos()
+        self._cards: dict[int, PatientCard | None] = {}
+        """Cards read ahead by ``prefetch_cards`` (None: no card), each used once."""
 
     @classmethod
     def for_settings(
@@ -154,14 +157,67 @@ class ReminderPlanner:
         leads: Sequence[int] | None = None,
     ) -> PlanResult:
         """Upsert the due items of a patient's visits; see the module docstring."""
+        items = self.store.user_items(telegram_user_id, "a#")
+        return self._plan_appointments(telegram_user_id, patient_id, appointments, now, leads, items)
+
+    def sync_patient(
+        self,
+        *,
+        telegram_user_id: int,
+        patient_id: str,
+        appointments: Sequence[Appointment],
+        prescriptions: Sequence[Prescription] | None,
+        now: datetime,
+    ) -> PlanResult:
+        """The MIS sync's call: a patient's visits and, when the MIS has them (not None), prescriptions,
+        planned from ONE eventually consistent Query of the patient's items (every write here is
+        conditional, so a stale read costs at most a failed condition, never a lost or doubled item).
+        An unchanged patient costs that Query and nothing else: no write, and no read of the card unless
+        they have an upcoming visit and their card was not read with their page (``prefetch_cards``)."""
+        items = self.store.user_items(telegram_user_id, "", consistent=False)
+        visit_items = [i for i in items if i.item_id.startswith("a#")]
+        result = self._plan_appointments(telegram_user_id, patient_id, appointments, now, None, visit_items)
+        if prescriptions is not None:
+            course_items = [i for i in items if i.item_id.startswith("m#x")]
+            result += self._sync_series(
+                telegram_user_id,
+                patient_id,
+                self._wanted_series(patient_id, prescriptions),
+                now,
+                course_items,
+            )
+        return result
+
+    def prefetch_cards(self, user_ids: Iterable[int]) -> None:
+        """Read the cards of these patients in one batch (BatchGetItem, 100 a request) for the lead times
+        of the next ``sync_patient`` calls; each card is used once, then forgotten."""
+        if self.directory is None:
+            return
+        wanted = set(user_ids) - self._cards.keys()
+        if not wanted:
+            return
+        found = self.directory.cards(wanted)
+        for user_id in wanted:
+            self._cards[user_id] = found.get(user_id)
+
+    def _plan_appointments(
+        self,
+        telegram_user_id: int,
+        patient_id: str,
+        appointments: Sequence[Appointment],
+        now: datetime,
+        leads: Sequence[int] | None,
+        items: Sequence[DueItem],
+    ) -> PlanResult:
         result = PlanResult()
-        leads = self._leads(telegram_user_id, leads)
-        existing = {i.item_id: i for i in self.store.user_items(telegram_user_id, "a#")}
+        existing = {i.item_id: i for i in items}
         listed = {a.id: a for a in appointments if a.patient_id == patient_id}
+        upcoming = [a for a in listed.values() if a.is_active and a.start > now]
         wanted: dict[str, DueItem] = {}
-        for appointment in listed.values():
-            if appointment.is_active and appointment.start > now:
-                for item in self._appointment_items(telegram_user_id, appointment, leads):
+        if upcoming:  # the lead times (the patient's card) matter only then
+            lead_hours = self._leads(telegram_user_id, leads)
+            for appointment in upcoming:
+                for item in self._appointment_items(telegram_user_id, appointment, lead_hours):
                     wanted[item.item_id] = item
 
         for item_id, item in wanted.items():
@@ -238,7 +294,7 @@ class ReminderPlanner:
         if leads is not None:
             return tuple(sorted({int(h) for h in leads}, reverse=True))
         if self.directory is not None:
-            card = self.directory.card(user_id)
+            card = self._cards.pop(user_id) if user_id in self._cards else self.directory.card(user_id)
             if card is not None and card.reminder_leads:
                 return tuple(sorted(set(card.reminder_leads), reverse=True))
         return self.config.lead_hours
@@ -336,11 +392,17 @@ class ReminderPlanner:
     ) -> PlanResult:
         """Keep one pending occurrence per current MIS prescription; cancel those of courses the MIS no
         longer lists or that changed (a changed course restarts from its next occurrence)."""
-        wanted = {
+        wanted = self._wanted_series(patient_id, prescriptions)
+        return self._sync_series(
+            telegram_user_id, patient_id, wanted, now, self.store.user_items(telegram_user_id, "m#x")
+        )
+
+    @staticmethod
+    def _wanted_series(patient_id: str, prescriptions: Sequence[Prescription]) -> dict[str, dict[str, Any]]:
+        return {
             s["id"]: s
             for s in (series_from_prescription(rx) for rx in prescriptions if rx.patient_id == patient_id)
         }
-        return self._sync_series(telegram_user_id, patient_id, wanted, "m#x", now)
 
     def add_medication(
         self, *, telegram_user_id: int, patient_id: str | None, series: Mapping[str, Any], now: datetime
@@ -364,12 +426,13 @@ class ReminderPlanner:
         user_id: int,
         patient_id: str | None,
         wanted: Mapping[str, dict[str, Any]],
-        prefix: str,
         now: datetime,
+        items: Sequence[DueItem],
     ) -> PlanResult:
+        """``items``: the patient's items of MIS courses (ids ``m#x...``)."""
         result = PlanResult()
         active: dict[str, list[DueItem]] = {}
-        for item in self.store.user_items(user_id, prefix):
+        for item in items:
             if item.is_active and item.series_id:
                 active.setdefault(item.series_id, []).append(item)
         for series_id, items in active.items():

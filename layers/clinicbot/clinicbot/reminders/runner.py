@@ -2,8 +2,12 @@
 
 ::
 
-    lock the run (conditional write on the cursor item; the answer carries the cursor: no read)
+    read the cursor item (one eventually consistent GetItem; another run holds the lock -> done)
     Query the due-time index, one hour bucket at a time, from the cursor up to now (due_at <= now)
+    nothing due -> done, WITHOUT A WRITE (the cursor moves to this hour, conditionally, only when the hour
+        changed: at most one write an hour when idle)
+    lock the run (conditional write on the cursor item; its answer tells whether another run went in
+        between the read and the lock -- then the index is queried again)
     BatchGet the patients' cards (language, settings, unreachable)          -- per 100 patients
     in chunks (claims of the next chunk overlap the sending of this one):
         claim each item: pending -> sending, with a lease           (conditional UpdateItem)
@@ -17,6 +21,7 @@
     unlock, moving the cursor to the earliest bucket that may still hold due items
 
 Exactly once. A claim is a conditional write, so two runs (or a retried run) never both hold an item;
+the lock only keeps overlapping runs from racing for the same items (an optimisation, not the guarantee);
 an item is sent only by the holder of its claim and marked sent by a write conditioned on that claim.
 A run that dies after claiming leaves items ``sending`` with ``due_at`` = the lease end in that hour's
 bucket: the first run after the lease ends finds them on the index and claims them again (never lost).
@@ -50,7 +55,7 @@ from clinicbot.reminders.items import DueItem, Kind, Status, bucket_of, buckets_
 from clinicbot.reminders.medication import next_occurrence
 from clinicbot.reminders.memos import Memos, load_memos
 from clinicbot.reminders.planner import ReminderPlanner, medication_item
-from clinicbot.reminders.store import PatientDirectory, ReminderStore, RunLock
+from clinicbot.reminders.store import CursorState, PatientDirectory, ReminderStore, RunLock
 from clinicbot.reminders.survey import NoSurvey, SurveyHook
 from clinicbot.reminders.texts import Reference, Rendered, render
 from clinicbot.sending import BulkSender, Outcome, OutgoingMessage, SendStatus
@@ -203,16 +208,35 @@ class ReminderRunner:
         self._threads = asyncio.Semaphore(self._threads_n)  # bound to this invocation's loop
         now = self.clock()
         report = RunReport(run_id=secrets.token_hex(6))
+        state: CursorState = await self._io(self.store.read_cursor)
+        if state.locked_until is not None and state.locked_until > now:
+            return self._locked_out(report, started)
+        first = _first_bucket(state.cursor, now)
+        found = await self._due(first, now, report)
+        if not found:
+            # nothing to claim: no lock, and a write only when the hour changed
+            report.cursor = state.cursor
+            if state.cursor is None or bucket_of(now) > state.cursor:
+                advanced = await self._io(
+                    self.store.advance_cursor, old=state.cursor, new=bucket_of(now), now=now
+                )
+                report.cursor = bucket_of(now) if advanced else state.cursor
+            report.elapsed = self.monotonic() - started
+            log.info("reminders run: nothing due", extra=report.as_log())
+            return report
         lock: RunLock | None = await self._io(
             self.store.lock, run_id=report.run_id, now=now, until=now + self.config.lease
         )
         if lock is None:
-            report.locked_out = True
-            log.info("another run holds the lock; nothing to do", extra={"run_id": report.run_id})
-            return report
-        cursor = lock.cursor or bucket_of(now - FIRST_LOOKBACK)  # on a failure, look again next time
+            return self._locked_out(report, started)
+        cursor = first  # on a failure, look again next time
         try:
-            cursor = await self._run_locked(lock, now, deadline, report)
+            locked_first = _first_bucket(lock.cursor, now)
+            if lock.version != state.version + 1 or locked_first < first:
+                # another run went in between the read and the lock (or the read was stale): query again
+                first = cursor = min(first, locked_first)
+                found = await self._due(first, now, report)
+            cursor = await self._run_locked(found, now, deadline, report)
         finally:
             report.cursor = cursor
             await self._io(self.store.unlock, lock, cursor=cursor)
@@ -220,17 +244,25 @@ class ReminderRunner:
             log.info("reminders run", extra=report.as_log())
         return report
 
-    async def _run_locked(self, lock: RunLock, now: datetime, deadline: float, report: RunReport) -> str:
-        first = lock.cursor or bucket_of(now - FIRST_LOOKBACK)
-        if first < bucket_of(now - MAX_LOOKBACK):
-            log.warning("the cursor is more than a week old; older items are left to expire")
-            first = bucket_of(now - MAX_LOOKBACK)
+    def _locked_out(self, report: RunReport, started: float) -> RunReport:
+        report.locked_out = True
+        report.elapsed = self.monotonic() - started
+        log.info("another run holds the lock; nothing to do", extra={"run_id": report.run_id})
+        return report
+
+    async def _due(self, first: str, now: datetime, report: RunReport) -> dict[tuple[int, str], DueItem]:
+        """What is due from bucket ``first`` up to now (one Query of the due-time index per hour bucket)."""
         buckets = buckets_between(first, now)
         report.buckets = len(buckets)
         found: dict[tuple[int, str], DueItem] = {}
         for bucket in buckets:
             for item in await self._io(lambda b=bucket: list(self.store.due(b, now))):
                 found[(item.user_id, item.item_id)] = item
+        return found
+
+    async def _run_locked(
+        self, found: dict[tuple[int, str], DueItem], now: datetime, deadline: float, report: RunReport
+    ) -> str:
         due = sorted(found.values(), key=lambda i: (i.due_at, i.user_id, i.item_id))
         report.due = len(due)
         if not due:
@@ -524,6 +556,16 @@ class ReminderRunner:
         # DEFERRED: out of time; pending again, due now (its bucket is the current hour)
         done = self.store.finish(item, lease_id=lease, status=Status.PENDING, due_at=now)
         return "deferred" if done else None
+
+
+def _first_bucket(cursor: str | None, now: datetime) -> str:
+    """The first hour bucket a run queries: the cursor, or a day back on the very first run, never more
+    than a week back (older items are left to expire)."""
+    first = cursor or bucket_of(now - FIRST_LOOKBACK)
+    if first < bucket_of(now - MAX_LOOKBACK):
+        log.warning("the cursor is more than a week old; older items are left to expire")
+        first = bucket_of(now - MAX_LOOKBACK)
+    return first
 
 
 def _status_of(item: DueItem, visits: dict[str, PatientVisits | None]) -> AppointmentStatus | None:

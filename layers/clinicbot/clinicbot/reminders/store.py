@@ -20,6 +20,7 @@ from clinicbot.domain.patient import PatientCard
 from clinicbot.reminders.items import ActiveStatuses, DueItem, Status, bucket_of
 
 __all__ = [
+    "CursorState",
     "InMemoryDirectory",
     "InMemoryReminderStore",
     "PatientDirectory",
@@ -31,16 +32,31 @@ __all__ = [
 @dataclass(frozen=True)
 class RunLock:
     """The run's lock on the cursor item: ``cursor`` is the first hour bucket that may still hold due
-    items (None on the very first run)."""
+    items (None on the very first run); ``version`` counts the locks ever taken (this one included), so a
+    run that read the cursor item before locking can tell whether another run went in between."""
 
     run_id: str
     cursor: str | None
+    version: int | None = None
+
+
+@dataclass(frozen=True)
+class CursorState:
+    """The cursor item as a run reads it before deciding whether it needs the lock at all."""
+
+    cursor: str | None = None
+    version: int = 0
+    """Locks taken so far (see ``RunLock.version``)."""
+    locked_until: datetime | None = None
+    """While another run holds the lock: when its lock ends."""
 
 
 class ReminderStore(Protocol):
     # --- per patient (planner, bot) -------------------------------------------------------------
-    def user_items(self, user_id: int, prefix: str = "") -> list[DueItem]:
-        """Every item of the user whose id starts with ``prefix`` (one Query of the user's partition)."""
+    def user_items(self, user_id: int, prefix: str = "", *, consistent: bool = True) -> list[DueItem]:
+        """Every item of the user whose id starts with ``prefix`` (one Query of the user's partition).
+        ``consistent=False``: an eventually consistent read (half the price), for callers whose every
+        write is conditional anyway (the MIS sync's planner)."""
         ...
 
     def get(self, user_id: int, item_id: str) -> DueItem | None: ...
@@ -78,6 +94,16 @@ class ReminderStore(Protocol):
         """Change an item we hold (status sending, our lease); None if we lost it."""
         ...
 
+    def read_cursor(self) -> CursorState:
+        """The cursor item, read without a write (eventually consistent: a stale answer is an older cursor,
+        which only makes the run query more buckets, or an older version, which makes it query again)."""
+        ...
+
+    def advance_cursor(self, *, old: str | None, new: str, now: datetime) -> bool:
+        """Move the cursor from ``old`` to ``new`` without taking the lock (a run that found nothing due):
+        only if it still is ``old`` and no live run holds the lock. False: nothing written."""
+        ...
+
     def lock(self, *, run_id: str, now: datetime, until: datetime) -> RunLock | None:
         """Take the run lock (None while another live run holds it)."""
         ...
@@ -107,6 +133,7 @@ class InMemoryReminderStore:
         self.items: dict[tuple[int, str], DueItem] = {}
         self.series: dict[tuple[int, str], dict[str, Any]] = {}
         self.cursor: str | None = None
+        self.version = 0
         self._run: tuple[str, datetime] | None = None
         self._lock = threading.RLock()
 
@@ -114,7 +141,7 @@ class InMemoryReminderStore:
     def _copy(item: DueItem) -> DueItem:
         return copy.deepcopy(item)
 
-    def user_items(self, user_id: int, prefix: str = "") -> list[DueItem]:
+    def user_items(self, user_id: int, prefix: str = "", *, consistent: bool = True) -> list[DueItem]:
         with self._lock:
             return [
                 self._copy(i)
@@ -210,12 +237,24 @@ class InMemoryReminderStore:
             self.items[(item.user_id, item.item_id)] = new
             return self._copy(new)
 
+    def read_cursor(self) -> CursorState:
+        with self._lock:
+            return CursorState(self.cursor, self.version, self._run[1] if self._run else None)
+
+    def advance_cursor(self, *, old: str | None, new: str, now: datetime) -> bool:
+        with self._lock:
+            if self.cursor != old or (self._run is not None and self._run[1] > now):
+                return False
+            self.cursor = new
+            return True
+
     def lock(self, *, run_id: str, now: datetime, until: datetime) -> RunLock | None:
         with self._lock:
             if self._run is not None and self._run[1] > now:
                 return None
             self._run = (run_id, until)
-            return RunLock(run_id, self.cursor)
+            self.version += 1
+            return RunLock(run_id, self.cursor, self.version)
 
     def unlock(self, lock: RunLock, *, cursor: str) -> None:
         with self._lock:

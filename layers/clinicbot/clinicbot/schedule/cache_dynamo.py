@@ -12,7 +12,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from pynamodb.exceptions import DoesNotExist
@@ -30,6 +30,7 @@ from clinicbot.schedule.models import (
     slots_pk,
 )
 from clinicbot.schedule.sync import DayKey, DayRecord, Plan, RefRecord, SyncState
+from clinicbot.schedule.visits import VisitsCursor
 
 __all__ = ["BATCH_LIMIT", "DynamoScheduleCache", "IncompleteWrite"]
 
@@ -120,13 +121,13 @@ class DynamoScheduleCache:
             counts=dict(item.counts or {}),
         )
 
-    def load_cursor(self) -> dict[str, Any] | None:
+    def load_cursor(self) -> VisitsCursor:
+        """One eventually consistent GetItem (half a read unit): the item was written a run ago."""
         try:
             item = VisitsCursorItem.get(SYNC_PK, VISITS_SK)
         except DoesNotExist:
-            return None
-        cursor: dict[str, Any] | None = item.cursor
-        return cursor
+            return VisitsCursor()
+        return VisitsCursor(cursor=item.cursor, cycle_started_at=item.cycle_started_at)
 
     # ---------------------------------------------------------------------------------- writes
     def save_state(self, state: SyncState) -> None:
@@ -140,8 +141,12 @@ class DynamoScheduleCache:
             counts=dict(state.counts),
         ).save()
 
-    def save_cursor(self, cursor: dict[str, Any] | None, *, now: Any) -> None:
-        VisitsCursorItem(pk=SYNC_PK, sk=VISITS_SK, cursor=cursor, updated_at=now).save()
+    def save_cursor(
+        self, cursor: dict[str, Any] | None, *, now: datetime, cycle_started_at: datetime | None
+    ) -> None:
+        VisitsCursorItem(
+            pk=SYNC_PK, sk=VISITS_SK, cursor=cursor, updated_at=now, cycle_started_at=cycle_started_at
+        ).save()
 
     def apply(self, plan: Plan) -> int:
         """Slots first, then reference data: see ``Plan``. Returns the BatchWriteItem requests made."""

@@ -36,6 +36,7 @@ from clinicbot.schedule.visits import (
     CursorStore,
     LinkedPatients,
     PlannerPort,
+    VisitsCursor,
     VisitsResult,
     safe_trace,
     sync_visits,
@@ -61,6 +62,11 @@ class SyncSettings(BaseSettings):
     """MIS calls in flight at once (one free-slots call per doctor)."""
     call_timeout_seconds: float = Field(default=20.0, gt=0, le=300)
     patients_per_run: int = Field(default=200, ge=0, le=100_000)
+    visits_every_minutes: int = Field(default=180, ge=0, le=7 * 24 * 60)
+    """A cycle of the visits pass (every linked patient, over as many runs as it takes at
+    ``patients_per_run``) starts at most this often; runs in between skip the pass (one small read). 0: a
+    cycle starts whenever the last one ended, as in every run. Visits booked through the bot are planned
+    when booked; this pass catches those booked by phone or at the desk, and cancellations."""
     page_size: int = Field(default=50, ge=1, le=1000)
     reserve_seconds: float = Field(default=5.0, ge=0, le=60)
     """Time kept back from the Lambda's budget for the final writes."""
@@ -156,7 +162,17 @@ class SyncJob:
         elif self.settings.patients_per_run == 0:
             result.visits_skipped_reason = "CLINICBOT_SYNC_PATIENTS_PER_RUN is 0"
         else:
-            result.visits = await self.sync_visits(deadline)
+            try:
+                state = self.cursors.load_cursor()
+            except Exception as exc:
+                log.error("visits pass: the cursor could not be read", extra={"error": safe_trace(exc)})
+                result.visits = VisitsResult(failed=1, error=f"cursor: {type(exc).__name__}")
+            else:
+                due_at = self.next_cycle_at(state)
+                if due_at is not None and self.clock() < due_at:
+                    result.visits_skipped_reason = f"not due until {due_at.isoformat()}"
+                else:
+                    result.visits = await self.sync_visits(deadline, state)
         result.duration_ms = int((self.monotonic() - started) * 1000)
         return result
 
@@ -227,7 +243,15 @@ class SyncJob:
         return result
 
     # ------------------------------------------------------------------------------------ visits
-    async def sync_visits(self, deadline: float) -> VisitsResult:
+    def next_cycle_at(self, state: VisitsCursor) -> datetime | None:
+        """When the next cycle of the visits pass may start (None: now). A cycle in progress always goes
+        on; a new one starts ``visits_every_minutes`` after the last COMPLETE one started."""
+        every = self.settings.visits_every_minutes
+        if every == 0 or state.cursor is not None or state.cycle_started_at is None:
+            return None
+        return state.cycle_started_at + timedelta(minutes=every)
+
+    async def sync_visits(self, deadline: float, state: VisitsCursor | None = None) -> VisitsResult:
         assert self.planner_factory is not None and self.patients is not None and self.cursors is not None
         try:
             branches = self._branches
@@ -251,6 +275,8 @@ class SyncJob:
                 call_timeout=self.settings.call_timeout_seconds,
                 deadline=deadline,
                 monotonic=self.monotonic,
+                state=state,
+                track_cycles=self.settings.visits_every_minutes > 0,
             )
         except Exception as exc:
             log.error("visits pass failed on our side", extra={"error": safe_trace(exc)})

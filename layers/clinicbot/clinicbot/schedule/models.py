@@ -114,10 +114,13 @@ class SyncStateItem(ScheduleItem, discriminator="state"):
 
 
 class VisitsCursorItem(ScheduleItem, discriminator="cursor"):
-    """Where the pass over linked patients' visits stopped (a DynamoDB LastEvaluatedKey), if mid-way."""
+    """Where the pass over linked patients' visits stopped (a DynamoDB LastEvaluatedKey), if mid-way, and
+    when its cycle started (between cycles: when the last complete cycle started; see
+    ``clinicbot.schedule.visits.VisitsCursor``)."""
 
     cursor = JSONAttribute(null=True)
     updated_at = UTCDateTimeAttribute()
+    cycle_started_at = UTCDateTimeAttribute(null=True)
 
 
 ALL_MODELS: tuple[type[Model], ...] = (ScheduleItem, DayItem, RefItem, SyncStateItem, VisitsCursorItem)

@@ -1,0 +1,320 @@
+"""What the two scheduled functions cost per run when there is little or nothing to do, counted in DynamoDB
+requests per table under moto (the clinic pays per request unit; ~8,640 reminders runs and ~2,880 MIS sync
+runs a month):
+
+- a reminders run with nothing due makes no write (no lock, no cursor move within the hour) and no metric;
+- an MIS sync run inside ``visits_every_minutes`` reads one small cursor item and nothing of the patients: no
+  MIS visits call, no ReminderTable or StateTable request;
+- a linked patient whose visits did not change costs the planner one Query and no write.
+
+The usage rollup (``clinicbot-usage``, the metering's) is left out of the counts: it has its own rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import time_machine
+
+from clinicbot.adapters.mis_demo import DemoClinic
+from clinicbot.local.lambda_runner import invoke, load_function
+from clinicbot.reminders.items import Status, bucket_of
+from tests.harness import TODAY, load_event
+from tests.reminders_helpers import Fn, configure_reminder_table, link, reminders_function
+
+NOW = datetime(2026, 11, 23, 5, 0, tzinfo=UTC)  # 08:00 in Moscow, Monday, the demo clinic's first day
+RUN_AT = NOW + timedelta(minutes=30)  # reminders runs: mid-hour (test items are due a minute before "now")
+REMINDER, STATE, SCHEDULE = "clinicbot-reminder", "clinicbot-state", "clinicbot-schedule"
+WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"})
+DEMO_LINKS = {501: "p-001", 502: "p-002", 503: "p-003", 504: "p-004", 505: "p-005", 506: "p-006"}
+
+
+class Requests:
+    """DynamoDB requests through pynamodb (every adapter of the package uses it), by (operation, table)."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[tuple[str, str]] = Counter()
+
+    def to(self, table: str) -> dict[str, int]:
+        return {op: n for (op, t), n in self.calls.items() if t == table}
+
+    def writes(self, *tables: str) -> int:
+        return sum(n for (op, t), n in self.calls.items() if op in WRITES and t in tables)
+
+    def reset(self) -> None:
+        self.calls.clear()
+
+    @classmethod
+    @contextlib.contextmanager
+    def counted(cls) -> Iterator[Requests]:
+        from pynamodb.connection.base import Connection
+
+        counter = cls()
+        original = Connection._make_api_call
+
+        def counting(self: Connection, operation: str, kwargs: dict[str, Any]) -> Any:
+            tables = list(kwargs.get("RequestItems") or {}) or [kwargs.get("TableName", "")]
+            for table in tables:
+                counter.calls[(operation, table)] += 1
+            return original(self, operation, kwargs)
+
+        Connection._make_api_call = counting  # type: ignore[method-assign]
+        try:
+            yield counter
+        finally:
+            Connection._make_api_call = original  # type: ignore[method-assign]
+
+
+def emf_names(stdout: str) -> list[str]:
+    names: list[str] = []
+    for line in stdout.splitlines():
+        with contextlib.suppress(ValueError):
+            doc = json.loads(line)
+            if isinstance(doc, dict) and "_aws" in doc:
+                for directive in doc["_aws"]["CloudWatchMetrics"]:
+                    names += [m["Name"] for m in directive["Metrics"]]
+    return names
+
+
+# ================================================================================== reminders
+
+
+@pytest.fixture
+def reminders(aws: Any, botapi: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fn]:
+    with (
+        time_machine.travel(RUN_AT, tick=False),
+        reminders_function(botapi, _clinic(), monkeypatch) as loaded,
+    ):
+        yield loaded
+
+
+def _clinic() -> DemoClinic:
+    return DemoClinic(today=TODAY, clock=lambda: datetime.now(UTC))
+
+
+def _due_medication(fn: Fn, user_id: int, label: str) -> Any:
+    from tests.integration.test_reminders_send import due_medication
+
+    return due_medication(fn.runner.store, user_id, label)
+
+
+def test_an_idle_reminders_run_writes_nothing_and_emits_no_metric(
+    reminders: Fn, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = reminders.invoke()  # the very first run: looks a day back, then sets the cursor (one write)
+    assert first["due"] == 0 and first["cursor"] == bucket_of(RUN_AT)
+    capsys.readouterr()
+    with Requests.counted() as ddb:
+        for minutes in (5, 10, 25):
+            with time_machine.travel(RUN_AT + timedelta(minutes=minutes), tick=False):
+                report = reminders.invoke()
+            assert report["due"] == 0 and not report["locked_out"]
+            assert ddb.writes(REMINDER, STATE) == 0, ddb.calls  # no lock, no unlock, no cursor write
+            assert ddb.to(REMINDER) == {"GetItem": 1, "Query": 1}  # the cursor item; this hour's bucket
+            assert ddb.to(STATE) == {}
+            ddb.reset()
+    assert emf_names(capsys.readouterr().out) == []  # zeros are not emitted
+
+    with Requests.counted() as ddb, time_machine.travel(RUN_AT + timedelta(minutes=31), tick=False):
+        report = reminders.invoke()  # a new hour: the cursor moves, once
+        assert report["cursor"] == bucket_of(RUN_AT + timedelta(hours=1))
+        assert ddb.to(REMINDER) == {"GetItem": 1, "Query": 2, "UpdateItem": 1}
+    with Requests.counted() as ddb, time_machine.travel(RUN_AT + timedelta(minutes=36), tick=False):
+        reminders.invoke()
+        assert ddb.to(REMINDER) == {"GetItem": 1, "Query": 1}
+
+
+def test_the_lock_is_taken_only_when_something_is_due(reminders: Fn, botapi: Any) -> None:
+    reminders.invoke()
+    link(3001, None)
+    item = _due_medication(reminders, 3001, "T1")
+    with Requests.counted() as ddb:
+        report = reminders.invoke()
+    assert report["sent"] == {"med": 1}
+    ops = ddb.to(REMINDER)
+    # lock + claim + finish + unlock (UpdateItem), the next occurrence of the course (PutItem)
+    assert ops["UpdateItem"] == 4 and ops["PutItem"] == 1
+    assert reminders.runner.store.get(3001, item.item_id).status is Status.SENT
+    # the lock was released: the next (idle) run reads and writes nothing more
+    with Requests.counted() as ddb:
+        assert reminders.invoke()["due"] == 0
+    assert ddb.writes(REMINDER, STATE) == 0
+
+
+def test_a_live_lock_keeps_a_run_out_without_a_write(reminders: Fn) -> None:
+    store = reminders.runner.store
+    lock = store.lock(run_id="other", now=RUN_AT, until=RUN_AT + timedelta(minutes=6))
+    assert lock is not None
+    link(3002, None)
+    _due_medication(reminders, 3002, "T1")
+    try:
+        with Requests.counted() as ddb:
+            assert reminders.invoke()["locked_out"] is True
+        assert ddb.to(REMINDER) == {"GetItem": 1}
+    finally:
+        store.unlock(lock, cursor=lock.cursor or bucket_of(RUN_AT))
+
+
+def test_a_run_that_another_run_overtook_queries_again_and_loses_no_claim(reminders: Fn, botapi: Any) -> None:
+    """Run B goes between run A's query of the index and A's lock: A sees it in the lock's answer (the lock
+    count moved on) and queries the index again, so it does not fight over what B already took."""
+    from clinicbot.config import Settings
+    from clinicbot.local.lambda_runner import LambdaContext
+    from clinicbot.reminders.app import build_reminders
+    from tests.reminders_helpers import scheduled_event
+
+    a_store = reminders.runner.store
+    reminders.invoke()
+    link(3003, None)
+    _due_medication(reminders, 3003, "T1")
+    b = build_reminders(Settings(telegram_api_base=botapi.base_url), mis=_clinic())  # type: ignore[call-arg]
+    b_reports: list[dict[str, Any]] = []
+    real_lock = a_store.lock
+
+    def b_runs_first(**kwargs: Any) -> Any:
+        b_reports.append(b.handle_event(scheduled_event(), LambdaContext("clinicbot-reminders")))
+        return real_lock(**kwargs)
+
+    a_store.lock = b_runs_first
+    try:
+        a = reminders.invoke()
+    finally:
+        a_store.lock = real_lock
+        b.close()
+    assert b_reports[0]["sent"] == {"med": 1}
+    assert a["due"] == 0 and a["claimed"] == 0 and a["lost_claims"] == 0 and a["sent"] == {}
+    assert a_store.read_cursor().locked_until is None  # A released the lock
+
+
+def test_only_anomalies_become_metrics(
+    reminders: Fn, botapi: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reminders.invoke()
+    for user_id in (3101, 3102):
+        link(user_id, None)
+        _due_medication(reminders, user_id, f"T{user_id}")
+    botapi.block_chat(3102)
+    capsys.readouterr()
+    report = reminders.invoke()
+    assert report["sent"] == {"med": 1} and report["blocked"] == 1
+    assert emf_names(capsys.readouterr().out) == ["Reminders_blocked"]  # no RemindersSent, no zeros
+
+
+# ================================================================================== MIS sync
+
+
+@pytest.fixture
+def sync(aws: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, DemoClinic, Counter[str]]]:
+    """functions/mis_sync after its cold start, the demo clinic as its MIS (its visits calls counted), the
+    six demo patients linked, a week of schedule."""
+    from clinicbot.schedule import models as schedule_models
+
+    with time_machine.travel(NOW, tick=False):
+        schedule_models.configure(region="eu-central-1")
+        configure_reminder_table()
+        module = load_function("mis_sync")
+        clinic = _clinic()
+        calls: Counter[str] = Counter()
+        visits, prescriptions = clinic.visits, clinic.prescriptions
+
+        async def counted_visits(patient_id: str) -> Any:
+            calls["visits"] += 1
+            return await visits(patient_id)
+
+        async def counted_prescriptions(patient_id: str) -> Any:
+            calls["prescriptions"] += 1
+            return await prescriptions(patient_id)
+
+        monkeypatch.setattr(clinic, "visits", counted_visits)
+        monkeypatch.setattr(clinic, "prescriptions", counted_prescriptions)
+        monkeypatch.setattr(module.JOB, "mis", clinic)
+        monkeypatch.setattr(module.JOB, "settings", module.JOB.settings.model_copy(update={"days": 7}))
+        for user_id, patient_id in DEMO_LINKS.items():
+            link(user_id, patient_id)
+        yield module, clinic, calls
+
+
+def run_sync(at: datetime) -> dict[str, Any]:
+    with time_machine.travel(at, tick=False):
+        result: dict[str, Any] = invoke("mis_sync", load_event("mis_sync/scheduled"))
+    return result
+
+
+def test_a_sync_run_inside_the_visits_interval_reads_one_cursor_and_nothing_of_the_patients(
+    sync: tuple[Any, DemoClinic, Counter[str]],
+) -> None:
+    module, _, calls = sync
+    assert module.JOB.settings.visits_every_minutes == 180  # the default
+    first = run_sync(NOW)
+    assert first["ok"] and first["visits"]["patients"] == 6 and first["visits"]["cycle_complete"]
+    assert calls["visits"] == 6
+    with Requests.counted() as ddb:
+        later = run_sync(NOW + timedelta(minutes=15))
+    assert later["ok"] and later["visits"] is None
+    due = (NOW + timedelta(minutes=180)).isoformat()
+    assert later["visits_skipped_reason"] == f"not due until {due}"
+    assert calls["visits"] == 6 and calls["prescriptions"] == 6  # no MIS call for the visits pass
+    assert ddb.to(REMINDER) == {} and ddb.to(STATE) == {}  # no patient index, no card, no reminder
+    schedule = ddb.to(SCHEDULE)
+    assert schedule.pop("GetItem") == 1  # the visits cursor: the one read the skip costs
+    assert set(schedule) <= {"Query", "PutItem"}  # the schedule sync's own reads and its state
+    assert schedule.get("PutItem", 0) == 1
+
+    again = run_sync(NOW + timedelta(minutes=180))
+    assert again["visits"]["patients"] == 6 and calls["visits"] == 12
+
+
+def test_an_unchanged_patient_costs_the_planner_one_query_and_no_write(
+    sync: tuple[Any, DemoClinic, Counter[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module, _, _ = sync
+    monkeypatch.setattr(
+        module.JOB, "settings", module.JOB.settings.model_copy(update={"visits_every_minutes": 0})
+    )
+    first = run_sync(NOW)
+    assert first["ok"] and first["visits"]["patients"] == 6
+    # 15 minutes, 3 hours and 9 hours later (a reminder due in between waits for the reminders function)
+    for later in (timedelta(minutes=15), timedelta(hours=3), timedelta(hours=9)):
+        with Requests.counted() as ddb:
+            again = run_sync(NOW + later)
+        assert again["ok"] and again["visits"]["patients"] == 6, again
+        assert ddb.writes(REMINDER, STATE) == 0, (later, ddb.calls)
+        assert ddb.to(REMINDER) == {"Query": 6}  # one per patient: visits and courses at once
+        # the linked patients (one page of the patient index) and their cards in one batch
+        assert ddb.to(STATE) == {"Scan": 1, "BatchGetItem": 1}
+
+
+def test_the_planner_reads_no_card_for_a_patient_without_upcoming_visits(aws: Any) -> None:
+    from clinicbot.config import Settings
+    from clinicbot.reminders.planner import ReminderPlanner
+
+    configure_reminder_table()
+    with time_machine.travel(NOW, tick=False):
+        link(601, "p-001")
+        clinic = _clinic()
+        planner = ReminderPlanner.for_settings(Settings(), branches=asyncio.run(clinic.branches()))  # type: ignore[call-arg]
+        upcoming = list(asyncio.run(clinic.visits("p-001")).upcoming)
+        assert upcoming
+        with Requests.counted() as ddb:
+            created = planner.sync_patient(
+                telegram_user_id=601, patient_id="p-001", appointments=upcoming, prescriptions=None, now=NOW
+            )
+        assert created.created and ddb.to(STATE) == {"GetItem": 1}  # lead times: the card, once
+        with Requests.counted() as ddb:
+            planner.prefetch_cards([601])
+            same = planner.sync_patient(
+                telegram_user_id=601, patient_id="p-001", appointments=upcoming, prescriptions=None, now=NOW
+            )
+        assert not same.changed and ddb.to(STATE) == {"BatchGetItem": 1} and ddb.to(REMINDER) == {"Query": 1}
+        with Requests.counted() as ddb:
+            none = planner.sync_patient(
+                telegram_user_id=602, patient_id="p-002", appointments=[], prescriptions=None, now=NOW
+            )
+        assert not none.changed and ddb.to(STATE) == {} and ddb.to(REMINDER) == {"Query": 1}
