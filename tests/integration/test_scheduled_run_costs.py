@@ -318,3 +318,30 @@ def test_the_planner_reads_no_card_for_a_patient_without_upcoming_visits(aws: An
                 telegram_user_id=602, patient_id="p-002", appointments=[], prescriptions=None, now=NOW
             )
         assert not none.changed and ddb.to(STATE) == {} and ddb.to(REMINDER) == {"Query": 1}
+
+
+def test_a_visit_that_went_by_costs_the_planner_no_write(aws: Any) -> None:
+    """Its before-visit items, never sent (the reminders function was not running), are left to the run
+    (which skips them as late) and to TTL: cancelling them would be a write for nothing."""
+    from clinicbot.config import Settings
+    from clinicbot.reminders.planner import ReminderPlanner
+
+    configure_reminder_table()
+    with time_machine.travel(NOW, tick=False):
+        link(611, "p-001")
+        clinic = _clinic()
+        planner = ReminderPlanner.for_settings(Settings(), branches=asyncio.run(clinic.branches()))  # type: ignore[call-arg]
+        (visit,) = asyncio.run(clinic.visits("p-001")).upcoming
+        planned = planner.sync_patient(
+            telegram_user_id=611, patient_id="p-001", appointments=[visit], prescriptions=None, now=NOW
+        )
+        assert planned.created
+    after = visit.start + timedelta(minutes=30)
+    with time_machine.travel(after, tick=False), Requests.counted() as ddb:
+        upcoming = list(asyncio.run(clinic.visits("p-001")).upcoming)
+        assert visit.id not in {a.id for a in upcoming}
+        result = planner.sync_patient(
+            telegram_user_id=611, patient_id="p-001", appointments=upcoming, prescriptions=None, now=after
+        )
+    assert not result.changed and ddb.writes(REMINDER, STATE) == 0
+    assert ddb.to(REMINDER) == {"Query": 1}

@@ -18,8 +18,10 @@ planner keeps: a reminder per lead time (the patient's own lead times, else the 
 before-visit memo (the day before at 18:00 local), the after-visit memo and the survey trigger. A
 quiet-hours time moves to the end of the quiet hours, or is dropped when that is not before the
 visit. Items of a visit that is cancelled, or that is not in the list while still in the future
-(cancelled or moved elsewhere), are cancelled; a visit moved to another time gets new items. Past
-visits missing from the list keep their after-visit items. Nothing here unsubscribes a patient.
+(cancelled or moved elsewhere), are cancelled; a visit moved to another time gets new items. Items
+of visits that are over are left alone (after-visit items are still to come; before-visit ones the run
+skips as late). So a patient whose visits did not change costs one Query and no write (``sync_patient``,
+the MIS sync's call, also reads their courses with that Query). Nothing here unsubscribes a patient.
 
 No aiogram, boto3 or pynamodb: the store and the patient directory are ports.
 """
@@ -364,12 +366,16 @@ class ReminderPlanner:
 
     @staticmethod
     def _why_obsolete(item: DueItem, appointment: Appointment | None, now: datetime) -> str | None:
-        """Why a pending item no longer belongs (None: keep it)."""
-        after_visit = item.kind in (Kind.MEMO_AFTER, Kind.SURVEY)
+        """Why a pending item no longer belongs (None: keep it).
+
+        A before-visit item still pending once its visit has begun is left as it is: the run never sends
+        it (it skips it as late if it reaches it) and TTL removes it. Cancelling it here would be a write
+        for nothing: in practice such an item is one the run will never reach (left behind its cursor by
+        an outage), and a run that does reach it skips it anyway."""
         if appointment is None:
             if item.start is not None and item.start > now:
                 return "gone"  # cancelled or moved elsewhere while still in the future
-            return None if after_visit else "over"
+            return None
         if appointment.status is AppointmentStatus.CANCELLED:
             return "cancelled"
         if appointment.status is AppointmentStatus.NOSHOW:
@@ -378,7 +384,7 @@ class ReminderPlanner:
             return "moved"
         if appointment.is_active and appointment.start > now:
             return "replanned"  # a lead the patient no longer wants, or a kind the clinic dropped
-        return None if after_visit else "over"
+        return None  # the visit is over: see above
 
     # ================================================================== medication
 
