@@ -924,7 +924,9 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=20_000, help="patient messages in the month")
     parser.add_argument("--days", type=float, default=1.0, help="days simulated at the month's intensity")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--sync-runs", type=int, default=8, help="MIS sync runs measured in the sample")
+    parser.add_argument(
+        "--sync-runs", type=int, default=0, help="MIS sync runs measured in the sample (0: all of them)"
+    )
     parser.add_argument(
         "--memory",
         type=int,
@@ -1014,10 +1016,10 @@ def main() -> None:
         while tick < window_end:
             sim.schedule(tick, "reminders", sim.reminders_tick)
             tick += REMINDER_EVERY
-        # the MIS sync: every run costs about the same (its patient page is full), so a sample of the runs
-        # is measured (spread evenly) and the month has 2,880 of them
+        # the MIS sync: every run of the sample by default (most skip the visits pass, which walks all linked
+        # patients only every CLINICBOT_SYNC_VISITS_EVERY_MINUTES); --sync-runs N measures N runs spread evenly
         slots = int(args.days * 86400 // SYNC_EVERY.total_seconds())
-        every = max(1, math.ceil(slots / max(1, args.sync_runs)))
+        every = max(1, math.ceil(slots / args.sync_runs)) if args.sync_runs > 0 else 1
         for i in range(0, slots, every):
             sim.schedule(window_start + i * SYNC_EVERY + timedelta(seconds=1), "sync", sim.sync_tick)
         for at, kind in session_starts(sim.rng, window_start, args.days, dict(SESSIONS_PER_MONTH)):

@@ -125,12 +125,14 @@ def test_a_failed_message_is_retried_then_dead_lettered(resources: dict[str, Any
     assert "dynamodb:Scan" not in granted
 
 
-def test_the_crm_route_goes_to_the_handoff_function(resources: dict[str, Any]) -> None:
-    paths = resources["HttpApi"]["Properties"]["Body"]["paths"]
-    route = paths["/crm/inbound"]
-    assert set(route) == {"post"}
-    integration = route["post"]["x-amazon-apigateway-integration"]
-    assert "HandoffFunction.Arn" in json.dumps(integration) and integration["payloadFormatVersion"] == "2.0"
+def test_the_crm_reaches_the_handoff_function_through_its_function_url(
+    resources: dict[str, Any], template: dict[str, Any]
+) -> None:
+    url = resources["HandoffFunctionUrl"]["Properties"]
+    assert url == {"TargetFunctionArn": {"Ref": "HandoffFunction"}, "AuthType": "NONE"}  # signed by the CRM
+    assert template["Outputs"]["CrmInboundUrl"]["Value"] == {
+        "Fn::Sub": "${HandoffFunctionUrl.FunctionUrl}crm/inbound"
+    }
 
 
 def test_the_webhook_may_invoke_the_handoff_function_and_number(resources: dict[str, Any]) -> None:

@@ -59,11 +59,11 @@ class ChatUser:
 
 
 def api_gateway_event(update: dict[str, Any], secret: str) -> dict[str, Any]:
-    """The HTTP API (payload 2.0) event API Gateway builds for Telegram's POST."""
+    """The event a Lambda function URL (payload 2.0, as an HTTP API's) builds for Telegram's POST."""
     now = time.time()
     return {
         "version": "2.0",
-        "routeKey": "POST /telegram/webhook",
+        "routeKey": "$default",
         "rawPath": "/telegram/webhook",
         "rawQueryString": "",
         "headers": {
@@ -79,7 +79,7 @@ def api_gateway_event(update: dict[str, Any], secret: str) -> dict[str, Any]:
                 "sourceIp": "127.0.0.1",
                 "userAgent": "",
             },
-            "routeKey": "POST /telegram/webhook",
+            "routeKey": "$default",
             "stage": "$default",
             "requestId": f"local-{update.get('update_id')}",
             "timeEpoch": int(now * 1000),
