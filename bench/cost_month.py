@@ -1428,6 +1428,9 @@ def report(
     print(f"With CLINICBOT_USAGE_METRICS=on ({r.usage_metric_count} custom metrics for this clinic): "
           f"${r.metrics_on_bill.total:.4f} (+${r.metrics_on_bill.total - r.bill.total:.4f}).")  # fmt: skip
     print(f"What 20,000 messages add to a quiet month: ${r.bill.total - r.quiet_bill.total:.4f}.")
+    alone = r.bill.total - r.bill.free_tier_usd(book)
+    print(f"Alone in its own AWS account (the always-free offers taken off: Lambda's 1 M requests and 400,000 "
+          f"GB-s, CloudWatch's, KMS's…; none for DynamoDB requests): ${alone:.4f}.")  # fmt: skip
     print("The same month if other functions' settings changed (model only):")
     for label, total in r.what_if.items():
         print(f"  {label:<74} ${total:.4f}")
@@ -1512,7 +1515,9 @@ def write_readme(args: argparse.Namespace, r: MonthResult, book: Any) -> None:
         f"Goal ≤ $0.10: {'met' if r.bill.total <= 0.10 else f'missed by ${r.bill.total - 0.10:.4f}'}. "
         f"Paid whatever the traffic: ${r.bill.fixed_total:.4f}; a quiet month: ${r.quiet_bill.total:.4f}; "
         f"with `CLINICBOT_USAGE_METRICS=on`: ${r.metrics_on_bill.total:.4f}; what the messages add to a quiet "
-        f"month: ${r.bill.total - r.quiet_bill.total:.4f}.\n\n"
+        f"month: ${r.bill.total - r.quiet_bill.total:.4f}. A clinic alone in its own AWS account, after AWS's "
+        f"always-free offers (Lambda's 1 million requests and 400,000 GB-s a month and the like; none for "
+        f"DynamoDB requests): ${r.bill.total - r.bill.free_tier_usd(book):.4f}.\n\n"
         "| the same month if … (model only) | USD/month |\n|---|---:|\n"
         + "".join(f"| {label} | {total:.4f} |\n" for label, total in r.what_if.items())
         + "\n"

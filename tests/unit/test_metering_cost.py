@@ -185,3 +185,33 @@ def test_the_shipped_cost_model_is_complete() -> None:
         assert model.fn(fn, "billed_ms_per_invocation") > 0
     assert model.get("sqs_idle_receives_per_month") == 0  # nothing polls while no one writes
     assert {"platform_logs", "http_api", "scheduler", "xray_tracing", "alarms"} <= set(model.data)
+
+
+def test_the_always_free_offers_are_taken_off_per_price_and_never_below_zero() -> None:
+    from clinicbot.metering.cost import ALWAYS_FREE, Bill, Line
+
+    book = PriceBook.load("us-east-1")
+    gbs = book.cost("lambda_arm64_gb_second", 1.0)
+    bill = Bill(
+        "us-east-1",
+        [
+            # two lines priced per GB-second share one allowance of 400,000 GB-s
+            Line("Lambda", "a: duration", 300_000, "GB-s", 300_000 * gbs, key="lambda_arm64_gb_second"),
+            Line("Lambda", "b: duration", 300_000, "GB-s", 300_000 * gbs, key="lambda_arm64_gb_second"),
+            # below its allowance: free entirely, not negative
+            Line("KMS", "requests", 5_000, "requests", book.cost("kms_requests", 5_000), key="kms_requests"),
+            # no always-free offer: paid in full
+            Line(
+                "DynamoDB",
+                "writes",
+                1e6,
+                "WRU",
+                book.cost("ddb_write_request_units", 1e6),
+                key="ddb_write_request_units",
+            ),
+        ],
+    )
+    free = bill.free_tier_usd(book)
+    assert ALWAYS_FREE["lambda_arm64_gb_second"] == 400_000
+    assert free == pytest.approx(400_000 * gbs + book.cost("kms_requests", 5_000))
+    assert bill.total - free == pytest.approx(200_000 * gbs + book.cost("ddb_write_request_units", 1e6))

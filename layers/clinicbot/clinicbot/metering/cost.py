@@ -130,6 +130,24 @@ class MonthProfile:
     architecture: str = "arm64"
 
 
+ALWAYS_FREE: dict[str, float] = {
+    "lambda_requests": 1_000_000,
+    "lambda_arm64_gb_second": 400_000,
+    "lambda_x86_gb_second": 400_000,
+    "sqs_requests": 1_000_000,
+    "scheduler_invocations": 14_000_000,
+    "cloudwatch_custom_metric_month": 10,
+    "cloudwatch_alarm_month": 10,
+    "cloudwatch_logs_ingest_gb": 5,
+    "kms_requests": 20_000,
+    "ddb_storage_gb_month": 25,
+    "xray_traces_recorded": 100_000,
+    "data_transfer_out_gb": 100,
+}
+"""AWS's always-free offers, per account and month (not the 12-month ones): see ``free_tier_per_account_month``
+in prices.json. DynamoDB on demand has none for requests."""
+
+
 @dataclass(frozen=True)
 class Line:
     service: str
@@ -140,6 +158,8 @@ class Line:
     fixed: bool = False
     """Paid whatever the traffic (a quiet month pays it too)."""
     note: str = ""
+    key: str = ""
+    """The price it was priced at (``clinicbot/data/prices.json``)."""
 
 
 @dataclass
@@ -154,6 +174,15 @@ class Bill:
     @property
     def fixed_total(self) -> float:
         return sum(line.usd for line in self.lines if line.fixed)
+
+    def free_tier_usd(self, book: PriceBook) -> float:
+        """What AWS's always-free offers (per account and month: :data:`ALWAYS_FREE`) take off this bill when
+        the clinic's stack is alone in its account."""
+        by_key: dict[str, float] = {}
+        for line in self.lines:
+            if line.key in ALWAYS_FREE:
+                by_key[line.key] = by_key.get(line.key, 0.0) + line.usd
+        return sum(min(usd, book.cost(key, ALWAYS_FREE[key])) for key, usd in by_key.items())
 
     def dominant(self) -> Line:
         return max(self.lines, key=lambda line: line.usd)
@@ -205,7 +234,16 @@ def price(profile: MonthProfile, book: PriceBook) -> Bill:
     lines: list[Line] = []
     gbs_key = f"lambda_{profile.architecture}_gb_second"
     requests = sum(f.invocations for f in profile.functions.values())
-    lines.append(Line("Lambda", "requests", requests, "requests", book.cost("lambda_requests", requests)))
+    lines.append(
+        Line(
+            "Lambda",
+            "requests",
+            requests,
+            "requests",
+            book.cost("lambda_requests", requests),
+            key="lambda_requests",
+        )
+    )
     for fn in profile.functions.values():
         if fn.invocations:
             lines.append(
@@ -215,6 +253,7 @@ def price(profile: MonthProfile, book: PriceBook) -> Bill:
                     fn.gb_seconds,
                     "GB-s",
                     book.cost(gbs_key, fn.gb_seconds),
+                    key=gbs_key,
                 )
             )
     for fn in profile.functions.values():
@@ -226,6 +265,7 @@ def price(profile: MonthProfile, book: PriceBook) -> Bill:
                     fn.init_gb_seconds,
                     "GB-s",
                     book.cost(gbs_key, fn.init_gb_seconds),
+                    key=gbs_key,
                 )
             )
     app_writes = profile.ddb_write_units - profile.rollup_write_units
@@ -236,6 +276,7 @@ def price(profile: MonthProfile, book: PriceBook) -> Bill:
             app_writes,
             "WRU",
             book.cost("ddb_write_request_units", app_writes),
+            key="ddb_write_request_units",
         )
     )
     if profile.rollup_write_units:
@@ -246,6 +287,7 @@ def price(profile: MonthProfile, book: PriceBook) -> Bill:
                 profile.rollup_write_units,
                 "WRU",
                 book.cost("ddb_write_request_units", profile.rollup_write_units),
+                key="ddb_write_request_units",
             )
         )
     lines.append(
@@ -255,6 +297,7 @@ def price(profile: MonthProfile, book: PriceBook) -> Bill:
             profile.ddb_read_units,
             "RRU",
             book.cost("ddb_read_request_units", profile.ddb_read_units),
+            key="ddb_read_request_units",
         )
     )
     lines.append(
@@ -264,6 +307,7 @@ def price(profile: MonthProfile, book: PriceBook) -> Bill:
             profile.ddb_storage_gb,
             "GB-month",
             book.cost("ddb_storage_gb_month", profile.ddb_storage_gb),
+            key="ddb_storage_gb_month",
         )
     )
     if profile.pitr:
@@ -274,6 +318,7 @@ def price(profile: MonthProfile, book: PriceBook) -> Bill:
                 profile.ddb_storage_gb,
                 "GB-month",
                 book.cost("ddb_pitr_gb_month", profile.ddb_storage_gb),
+                key="ddb_pitr_gb_month",
             )
         )
     if profile.http_api_requests:
@@ -284,6 +329,7 @@ def price(profile: MonthProfile, book: PriceBook) -> Bill:
                 profile.http_api_requests,
                 "requests",
                 book.cost("http_api_requests", profile.http_api_requests),
+                key="http_api_requests",
             )
         )
     if profile.sqs_requests:
@@ -294,6 +340,7 @@ def price(profile: MonthProfile, book: PriceBook) -> Bill:
                 profile.sqs_requests,
                 "requests",
                 book.cost("sqs_requests", profile.sqs_requests),
+                key="sqs_requests",
             )
         )
     if profile.sqs_idle_receives:
@@ -304,6 +351,7 @@ def price(profile: MonthProfile, book: PriceBook) -> Bill:
                 profile.sqs_idle_receives,
                 "requests",
                 book.cost("sqs_requests", profile.sqs_idle_receives),
+                key="sqs_requests",
                 fixed=True,
                 note="Lambda long-polls the queue even when it is empty",
             )
@@ -316,6 +364,7 @@ def price(profile: MonthProfile, book: PriceBook) -> Bill:
                 profile.scheduler_invocations,
                 "invocations",
                 book.cost("scheduler_invocations", profile.scheduler_invocations),
+                key="scheduler_invocations",
                 fixed=True,
             )
         )
@@ -342,6 +391,7 @@ def price(profile: MonthProfile, book: PriceBook) -> Bill:
                     months,
                     "metric-months",
                     book.cost("cloudwatch_custom_metric_month", months),
+                    key="cloudwatch_custom_metric_month",
                 )
             )
     if profile.alarms:
@@ -352,6 +402,7 @@ def price(profile: MonthProfile, book: PriceBook) -> Bill:
                 profile.alarms,
                 "alarms",
                 book.cost("cloudwatch_alarm_month", profile.alarms),
+                key="cloudwatch_alarm_month",
                 fixed=True,
             )
         )
@@ -362,6 +413,7 @@ def price(profile: MonthProfile, book: PriceBook) -> Bill:
             profile.log_ingest_gb,
             "GB",
             book.cost("cloudwatch_logs_ingest_gb", profile.log_ingest_gb),
+            key="cloudwatch_logs_ingest_gb",
         )
     )
     lines.append(
@@ -371,6 +423,7 @@ def price(profile: MonthProfile, book: PriceBook) -> Bill:
             profile.log_storage_gb,
             "GB-month",
             book.cost("cloudwatch_logs_storage_gb_month", profile.log_storage_gb),
+            key="cloudwatch_logs_storage_gb_month",
         )
     )
     lines.append(
@@ -380,6 +433,7 @@ def price(profile: MonthProfile, book: PriceBook) -> Bill:
             profile.kms_requests,
             "requests",
             book.cost("kms_requests", profile.kms_requests),
+            key="kms_requests",
             note="DynamoDB re-decrypts a table key after 5 minutes (modelled)",
         )
     )
@@ -391,6 +445,7 @@ def price(profile: MonthProfile, book: PriceBook) -> Bill:
                 profile.xray_traces,
                 "traces",
                 book.cost("xray_traces_recorded", profile.xray_traces),
+                key="xray_traces_recorded",
             )
         )
     lines.append(
@@ -400,6 +455,7 @@ def price(profile: MonthProfile, book: PriceBook) -> Bill:
             profile.data_out_gb,
             "GB",
             book.cost("data_transfer_out_gb", profile.data_out_gb),
+            key="data_transfer_out_gb",
         )
     )
     return Bill(region=book.region, lines=lines)
