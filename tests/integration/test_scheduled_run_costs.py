@@ -345,3 +345,92 @@ def test_a_visit_that_went_by_costs_the_planner_no_write(aws: Any) -> None:
         )
     assert not result.changed and ddb.writes(REMINDER, STATE) == 0
     assert ddb.to(REMINDER) == {"Query": 1}
+
+
+# ================================================================================== writes per message
+
+
+def _raw(user_id: int, item_id: str) -> dict[str, Any]:
+    import boto3
+
+    found = boto3.client("dynamodb", region_name="eu-central-1").get_item(
+        TableName=REMINDER,
+        Key={"pk": {"S": f"U#{user_id}"}, "sk": {"S": f"R#{item_id}"}},
+        ConsistentRead=True,
+    )
+    return dict(found["Item"])
+
+
+def test_a_claim_updates_the_index_entry_in_place_and_items_stay_under_one_write_unit(reminders: Fn) -> None:
+    """Every write of an item on the due-time index (projection ALL) is also an index write: a claim that
+    moved the item in the index (another due_at) would cost a delete and a put there; an item over 1 KB
+    would cost two units per write, twice."""
+    from clinicbot.metering.capacity import Index, TableSchema, index_write_units, item_size, write_units
+
+    schema = TableSchema(REMINDER, indexes=(Index("due", ("due_bucket", "due_at")),))
+    store = reminders.runner.store
+    link(3201, None)
+    item = _due_medication(reminders, 3201, "A medication label of a realistic length, 40")
+    pending = _raw(3201, item.item_id)
+    claimed = store.claim(item, now=RUN_AT, lease_until=RUN_AT + timedelta(minutes=6), lease_id="run-1")
+    assert claimed is not None and claimed.due_at == item.due_at
+    sending = _raw(3201, item.item_id)
+    assert index_write_units(pending, sending, schema) == 1  # in place, not a delete and a put
+    assert write_units(item_size(pending), item_size(sending)) == 1
+    assert store.finish(claimed, lease_id="run-1", status=Status.SENT, sent_at=RUN_AT, message_id=10**9)
+    sent = _raw(3201, item.item_id)
+    assert index_write_units(sending, sent, schema) == 1  # it leaves the index
+    assert write_units(item_size(sending), item_size(sent)) == 1
+    assert max(item_size(pending), item_size(sending), item_size(sent)) < 1024
+
+
+def test_writes_per_sent_message(reminders: Fn, botapi: Any) -> None:
+    """Per message: its claim and its "sent" (UpdateItem), a medication's next occurrence (PutItem); per run:
+    the lock and the unlock; per patient: the card's last_reminder_at, once however many messages."""
+    reminders.invoke()
+    users = (3301, 3302, 3303)
+    for user_id in users:
+        link(user_id, None)
+        _due_medication(reminders, user_id, f"A{user_id}")
+    _due_medication(reminders, 3301, "B3301")  # a second course of the first patient: two messages
+    with Requests.counted() as ddb:
+        report = reminders.invoke()
+    messages = 4
+    assert report["sent"] == {"med": messages}
+    assert ddb.to(REMINDER).get("UpdateItem") == 2 * messages + 2
+    assert ddb.to(REMINDER).get("PutItem") == messages
+    assert ddb.to(STATE).get("UpdateItem") == len(users)
+    assert ddb.writes(REMINDER, STATE) <= 3 * messages + 2 + len(users)
+
+
+def test_a_live_claim_of_a_dead_run_holds_the_cursor_and_is_sent_once_its_lease_is_over(
+    reminders: Fn, botapi: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run dies at 05:58 after claiming (lease to 06:04). The 06:01 run sees the item on the index under a
+    live lease: it leaves it (no claim, no lock, no write) and keeps the cursor on the 05:00 bucket; the
+    06:06 run sends it."""
+    store = reminders.runner.store
+    before = RUN_AT + timedelta(minutes=28)  # 05:58
+    with time_machine.travel(before, tick=False):
+        reminders.invoke()
+        link(3401, None)
+        item = _due_medication(reminders, 3401, "T1")
+
+        async def killed(*_args: Any, **_kwargs: Any) -> None:
+            raise RuntimeError("the Lambda died here")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(reminders.runner, "_send", killed)
+            with pytest.raises(RuntimeError):
+                reminders.invoke()
+    held = store.get(3401, item.item_id)
+    assert held.status is Status.SENDING and bucket_of(held.due_at) == bucket_of(before)
+    with time_machine.travel(before + timedelta(minutes=3), tick=False), Requests.counted() as ddb:
+        report = reminders.invoke()
+    assert report["due"] == 0 and report["cursor"] == bucket_of(before) and not botapi.calls_of("sendMessage")
+    assert ddb.writes(REMINDER, STATE) == 0
+    assert store.read_cursor().cursor == bucket_of(before)
+    with time_machine.travel(held.lease_until + timedelta(minutes=2), tick=False):
+        report = reminders.invoke()
+    assert report["sent"] == {"med": 1} and report["cursor"] == bucket_of(held.lease_until)
+    assert store.get(3401, item.item_id).attempts == 2

@@ -240,13 +240,14 @@ class DynamoReminderStore:
         condition = ((DueRecord.status == str(Status.PENDING)) & (DueRecord.due_at <= t)) | (
             (DueRecord.status == str(Status.SENDING)) & (DueRecord.lease_until <= t)
         )
+        # The item stays where it is on the due-time index (same due_bucket and due_at): the index entry is
+        # updated in place (one index write) instead of moved (a delete and a put). A claim that dies with
+        # its run is found again in its bucket (due_at <= now) and claimed once its lease is over; the run
+        # never moves the cursor past a bucket that still holds a live claim (see the runner).
         actions = [
             DueRecord.status.set(str(Status.SENDING)),
             DueRecord.lease_until.set(_epoch(lease_until)),
             DueRecord.lease_id.set(lease_id),
-            # a claim that dies with its run comes back on the index when the lease ends
-            DueRecord.due_at.set(_epoch(lease_until)),
-            DueRecord.due_bucket.set(bucket_of(lease_until)),
             DueRecord.attempts.add(1),
         ]
         return self._update(item, actions, condition)
@@ -307,7 +308,7 @@ class DynamoReminderStore:
             raise
         return RunLock(run_id, record.cursor, int(record.runs or 0))
 
-    def unlock(self, lock: RunLock, *, cursor: str) -> None:
+    def unlock(self, lock: RunLock, *, cursor: str) -> bool:
         self.requests += 1
         record = CursorRecord(pk=CURSOR_PK, sk=CURSOR_SK)
         try:
@@ -323,3 +324,5 @@ class DynamoReminderStore:
             if not _is_condition_failure(exc):
                 raise
             log.warning("the run lock expired before the run ended; the cursor was left to the next run")
+            return False
+        return True

@@ -140,7 +140,8 @@ class DueItem:
     """One thing to send at ``due_at`` to Telegram user ``user_id``.
 
     ``planned_at`` is when it was meant to go (after quiet hours); ``due_at`` is when it is next
-    eligible (the same while pending; the lease end while being sent; later after a retryable failure).
+    eligible (the same while pending, and while being sent: ``lease_until`` is when the claim ends; later
+    after a retryable failure).
     Appointment fields are copied from the MIS at planning time (ids and instants only); ``tz`` is the
     branch's (or the course's) time zone, for quiet hours and for showing times.
     """

@@ -10,21 +10,26 @@
         between the read and the lock -- then the index is queried again)
     BatchGet the patients' cards (language, settings, unreachable)          -- per 100 patients
     in chunks (claims of the next chunk overlap the sending of this one):
-        claim each item: pending -> sending, with a lease           (conditional UpdateItem)
+        claim each item: pending -> sending, with a lease           (conditional UpdateItem; the item
+            keeps its due_at, so its index entry is updated in place: one index write, not two)
         medication: write the next occurrence of the course         (conditional PutItem)
         decide: skip (setting off, visit over, unreachable, erased), wait (quiet hours), or send;
         visits are checked against the MIS (one call per patient): cancelled -> cancelled, moved ->
         cancelled and re-planned, confirmed -> no Confirm button
         BulkSender (the one rate-limited sender), deadline = the Lambda's remaining time - a margin;
         each outcome is written as it comes (on_result): sent | blocked (card unreachable) |
-        failed (retried later up to max_attempts) | deferred (pending again, due now)
-    unlock, moving the cursor to the earliest bucket that may still hold due items
+        failed (retried later up to max_attempts) | deferred (pending again, due now); the card's
+        last_reminder_at once per patient per run
+    unlock, moving the cursor to the earliest bucket that may still hold due items (items left for the
+        next run, claims lost or not finished, and items still under another claim's live lease)
 
 Exactly once. A claim is a conditional write, so two runs (or a retried run) never both hold an item;
 the lock only keeps overlapping runs from racing for the same items (an optimisation, not the guarantee);
 an item is sent only by the holder of its claim and marked sent by a write conditioned on that claim.
-A run that dies after claiming leaves items ``sending`` with ``due_at`` = the lease end in that hour's
-bucket: the first run after the lease ends finds them on the index and claims them again (never lost).
+A run that dies after claiming leaves items ``sending`` (lease_until = the lease end) in their hour's
+bucket, and the cursor where it was (no unlock): the first run after the lease ends finds them on the
+index and claims them again (never lost). A run never moves the cursor past a bucket holding an item it
+could not finish or claim (a live lease: it is skipped, not claimed, and looked at again next run).
 The one window where a message can go twice is between Telegram's answer and the "sent" write (the
 Bot API has no idempotency key, so a re-claimed item cannot tell whether its send got through). It is
 kept as narrow as it can be: each item is marked the moment its answer arrives, not at the end; sends
@@ -125,6 +130,22 @@ class RunReport:
 
 
 @dataclass
+class _Found:
+    items: dict[tuple[int, str], DueItem] = field(default_factory=dict)  # due and claimable
+    hold: str | None = None  # the earliest bucket with an item under another claim's live lease
+
+
+@dataclass
+class _RunState:
+    """What one run tracks across its chunks."""
+
+    held: dict[tuple[int, str], DueItem] = field(default_factory=dict)  # claimed, outcome not yet written
+    lost: list[DueItem] = field(default_factory=list)  # claims that failed
+    reminded: set[int] = field(default_factory=set)  # users whose card got last_reminder_at
+    unreachable: set[int] = field(default_factory=set)
+
+
+@dataclass
 class _Prepared:
     messages: list[OutgoingMessage] = field(default_factory=list)
     held: dict[str, DueItem] = field(default_factory=dict)  # message key -> the item we hold
@@ -213,14 +234,13 @@ class ReminderRunner:
             return self._locked_out(report, started)
         first = _first_bucket(state.cursor, now)
         found = await self._due(first, now, report)
-        if not found:
+        if not found.items:
             # nothing to claim: no lock, and a write only when the hour changed
             report.cursor = state.cursor
-            if state.cursor is None or bucket_of(now) > state.cursor:
-                advanced = await self._io(
-                    self.store.advance_cursor, old=state.cursor, new=bucket_of(now), now=now
-                )
-                report.cursor = bucket_of(now) if advanced else state.cursor
+            target = _earliest(found.hold, bucket_of(now))
+            if state.cursor is None or target > state.cursor:
+                advanced = await self._io(self.store.advance_cursor, old=state.cursor, new=target, now=now)
+                report.cursor = target if advanced else state.cursor
             report.elapsed = self.monotonic() - started
             log.info("reminders run: nothing due", extra=report.as_log())
             return report
@@ -236,7 +256,8 @@ class ReminderRunner:
                 # another run went in between the read and the lock (or the read was stale): query again
                 first = cursor = min(first, locked_first)
                 found = await self._due(first, now, report)
-            cursor = await self._run_locked(found, now, deadline, report)
+            cursor = await self._run_locked(found.items, now, deadline, report)
+            cursor = _earliest(found.hold, cursor)
         finally:
             report.cursor = cursor
             await self._io(self.store.unlock, lock, cursor=cursor)
@@ -250,14 +271,18 @@ class ReminderRunner:
         log.info("another run holds the lock; nothing to do", extra={"run_id": report.run_id})
         return report
 
-    async def _due(self, first: str, now: datetime, report: RunReport) -> dict[tuple[int, str], DueItem]:
-        """What is due from bucket ``first`` up to now (one Query of the due-time index per hour bucket)."""
+    async def _due(self, first: str, now: datetime, report: RunReport) -> _Found:
+        """What is due from bucket ``first`` up to now (one Query of the due-time index per hour bucket);
+        items under a live claim are not due, but hold the cursor at their bucket."""
         buckets = buckets_between(first, now)
         report.buckets = len(buckets)
-        found: dict[tuple[int, str], DueItem] = {}
+        found = _Found()
         for bucket in buckets:
             for item in await self._io(lambda b=bucket: list(self.store.due(b, now))):
-                found[(item.user_id, item.item_id)] = item
+                if _claimable(item, now):
+                    found.items[(item.user_id, item.item_id)] = item
+                else:
+                    found.hold = _earliest(found.hold, bucket_of(item.due_at))
         return found
 
     async def _run_locked(
@@ -267,6 +292,7 @@ class ReminderRunner:
         report.due = len(due)
         if not due:
             return bucket_of(now)
+        run = _RunState()
 
         capacity = self._capacity(deadline)
         taken, left = _take_whole_users(due, capacity)
@@ -276,7 +302,7 @@ class ReminderRunner:
         cards: dict[int, PatientCard] = await self._io(self.directory.cards, {i.user_id for i in taken})
         chunks = _chunks(taken, self.first_chunk, self.chunk)
         next_chunk: asyncio.Task[_Prepared] | None = asyncio.create_task(
-            self._prepare(chunks[0], cards, now, report)
+            self._prepare(chunks[0], cards, now, report, run)
         )
         index = 0
         while next_chunk is not None:
@@ -284,17 +310,28 @@ class ReminderRunner:
             index += 1
             next_chunk = None
             if index < len(chunks) and self._capacity(deadline) > len(prepared.messages):
-                next_chunk = asyncio.create_task(self._prepare(chunks[index], cards, self.clock(), report))
-            await self._send(prepared, deadline, report)
+                next_chunk = asyncio.create_task(
+                    self._prepare(chunks[index], cards, self.clock(), report, run)
+                )
+            await self._send(prepared, deadline, report, run)
             if next_chunk is None and index < len(chunks):
                 rest = [i for c in chunks[index:] for i in c]
                 report.left_for_next_run += len(rest)
                 cursor = min([cursor, *(bucket_of(i.due_at) for i in rest)])
+        # claims lost (someone else holds the item, or it changed) or not finished (an error): their
+        # bucket is looked at again by the next run
+        for item in (*run.lost, *run.held.values()):
+            cursor = min(cursor, bucket_of(item.due_at))
         return cursor
 
     # ------------------------------------------------------------------ prepare a chunk
     async def _prepare(
-        self, items: Sequence[DueItem], cards: dict[int, PatientCard], now: datetime, report: RunReport
+        self,
+        items: Sequence[DueItem],
+        cards: dict[int, PatientCard],
+        now: datetime,
+        report: RunReport,
+        run: _RunState,
     ) -> _Prepared:
         reference = await self.reference()  # before claiming: an MIS that is down claims nothing
         lease_until = now + self.config.lease
@@ -303,6 +340,8 @@ class ReminderRunner:
             for i in items
         )
         held = [c for c in claimed if c is not None]
+        run.lost += [i for i, c in zip(items, claimed, strict=True) if c is None]
+        run.held.update(((c.user_id, c.item_id), c) for c in held)
         report.claimed += len(held)
         report.lost_claims += len(items) - len(held)
         # a course goes on whatever happens to this occurrence: write the next one now
@@ -313,6 +352,7 @@ class ReminderRunner:
         prepared, decisions = await asyncio.to_thread(self._compose, held, cards, reference, now, visits)
         for item, decision in decisions:
             done = await self._io(self._apply, item, decision, now)
+            run.held.pop((item.user_id, item.item_id), None)
             if done == "waiting":
                 report.waiting += 1
             elif done == "cancelled":
@@ -493,11 +533,11 @@ class ReminderRunner:
         )
 
     # ------------------------------------------------------------------ send a chunk
-    async def _send(self, prepared: _Prepared, deadline: float, report: RunReport) -> None:
+    async def _send(self, prepared: _Prepared, deadline: float, report: RunReport, run: _RunState) -> None:
         if not prepared.messages:
             return
-        reminded: set[int] = set()
-        unreachable: set[int] = set()
+        reminded = run.reminded  # once per patient per run (the card's last_reminder_at)
+        unreachable = run.unreachable
 
         async def on_result(key: str, outcome: Outcome) -> None:
             item = prepared.held[key]
@@ -509,6 +549,7 @@ class ReminderRunner:
                 unreachable.add(item.user_id)
                 report.unreachable_marked += 1
             done = await self._io(self._record, item, outcome, first_sent, first_blocked)
+            run.held.pop((item.user_id, item.item_id), None)
             if done == "sent":
                 report.sent[str(item.kind)] += 1
             elif done is not None:
@@ -566,6 +607,17 @@ def _first_bucket(cursor: str | None, now: datetime) -> str:
         log.warning("the cursor is more than a week old; older items are left to expire")
         first = bucket_of(now - MAX_LOOKBACK)
     return first
+
+
+def _claimable(item: DueItem, now: datetime) -> bool:
+    """Pending, or sending under a lease that is over (the store's claim condition, seen from the index)."""
+    if item.status is Status.SENDING:
+        return item.lease_until is None or item.lease_until <= now
+    return True
+
+
+def _earliest(bucket: str | None, other: str) -> str:
+    return other if bucket is None else min(bucket, other)
 
 
 def _status_of(item: DueItem, visits: dict[str, PatientVisits | None]) -> AppointmentStatus | None:

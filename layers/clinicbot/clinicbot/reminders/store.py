@@ -87,7 +87,8 @@ class ReminderStore(Protocol):
 
     def claim(self, item: DueItem, *, now: datetime, lease_until: datetime, lease_id: str) -> DueItem | None:
         """pending and due, or sending with an expired lease -> sending, ours until ``lease_until``.
-        None if someone else got it first or it changed."""
+        None if someone else got it first or it changed. ``due_at`` is left alone: the item keeps its
+        place on the due-time index (an update in place of the index entry, not a move)."""
         ...
 
     def finish(self, item: DueItem, *, lease_id: str, **changes: Any) -> DueItem | None:
@@ -108,7 +109,9 @@ class ReminderStore(Protocol):
         """Take the run lock (None while another live run holds it)."""
         ...
 
-    def unlock(self, lock: RunLock, *, cursor: str) -> None: ...
+    def unlock(self, lock: RunLock, *, cursor: str) -> bool:
+        """Release the lock and set the cursor; False if the lock had expired (nothing written)."""
+        ...
 
 
 class PatientDirectory(Protocol):
@@ -219,7 +222,6 @@ class InMemoryReminderStore:
                 status=Status.SENDING,
                 lease_until=lease_until,
                 lease_id=lease_id,
-                due_at=lease_until,
                 attempts=current.attempts + 1,
             )
             self.items[(item.user_id, item.item_id)] = new
@@ -256,11 +258,13 @@ class InMemoryReminderStore:
             self.version += 1
             return RunLock(run_id, self.cursor, self.version)
 
-    def unlock(self, lock: RunLock, *, cursor: str) -> None:
+    def unlock(self, lock: RunLock, *, cursor: str) -> bool:
         with self._lock:
             if self._run is not None and self._run[0] == lock.run_id:
                 self._run = None
                 self.cursor = cursor
+                return True
+            return False
 
 
 class InMemoryDirectory:
