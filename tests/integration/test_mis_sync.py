@@ -167,9 +167,11 @@ def test_first_sync_fills_the_cache_and_an_unchanged_schedule_writes_nothing(
     assert len(days) == schedule["days"]
     assert sum(len(slot_ids(i)) for i in days) == schedule["slots"]
     assert all(int(i["expires_at"]["N"]) > NOW.timestamp() for i in days)  # TTL set on every day
-    # + the sync state, and the visits pass's cursor item (its cycle, empty here, completed: when it started)
-    assert writes.items[SCHEDULE] == schedule["items_written"] + 2
-    state = next(i for i in items if i["pk"]["S"] == "SYNC")
+    # + a day index per doctor, the sync state, and the visits pass's cursor item (its cycle, empty here,
+    # completed: when it started)
+    assert schedule["indexes_written"] == 13
+    assert writes.items[SCHEDULE] == schedule["items_written"] + 13 + 2
+    state = next(i for i in items if i["pk"]["S"] == "SYNC" and i["sk"]["S"] == "STATE")
     assert state["last_success_at"]["S"].startswith("2026-11-23T05:00:00")
 
     writes.reset()
@@ -179,8 +181,10 @@ def test_first_sync_fills_the_cache_and_an_unchanged_schedule_writes_nothing(
     assert writes.requests[("BatchWriteItem", SCHEDULE)] == 0
     assert writes.writes_to(SCHEDULE) == 1  # only the sync state (the freshness heartbeat)
     reads = {op: n for (op, table), n in writes.requests.items() if table == SCHEDULE and op not in WRITE_OPS}
-    # The REF partition, one Query per doctor (never a Scan), and the visits pass's cursor.
-    assert reads == {"Query": 1 + 13, "GetItem": 1}
+    # The SYNC partition only: the state (its ref_hash stands for the REF partition), the day indexes (no
+    # day item) and the visits pass's cursor.
+    assert reads == {"Query": 1}
+    assert second["schedule"]["days_read_for"] == 0 and second["schedule"]["indexes_written"] == 0
 
 
 def test_batches_hold_at_most_25_items(fn: Any, aws: Any) -> None:
@@ -197,7 +201,8 @@ def test_batches_hold_at_most_25_items(fn: Any, aws: Any) -> None:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(Connection, "_make_api_call", spy)
         assert run_sync()["ok"]
-    assert sizes and max(sizes) == 25 and sum(sizes) == len(cache_items(aws)) - 2  # SYNC: STATE, VISITS
+    # all but SYNC's STATE and VISITS (the day indexes, SYNC DAYS#<doctor>, go in batches too)
+    assert sizes and max(sizes) == 25 and sum(sizes) == len(cache_items(aws)) - 2
 
 
 def test_a_booking_in_the_mis_rewrites_just_that_day(
@@ -214,7 +219,12 @@ def test_a_booking_in_the_mis_rewrites_just_that_day(
     result = run_sync()
     assert result["ok"]
     assert result["schedule"]["days_written"] == 1 and result["schedule"]["items_written"] == 1
-    assert writes.items[SCHEDULE] == 1 + 1  # that day + the sync state
+    assert result["schedule"]["indexes_written"] == 1 and result["schedule"]["days_read_for"] == 0
+    # that day, d-02's day index, and the sync state twice: marked dirty before the day, saved after
+    assert writes.items[SCHEDULE] == 1 + 1 + 2
+    assert writes.requests[("PutItem", SCHEDULE)] == 2
+    state = aws.get_item(TableName=SCHEDULE, Key={"pk": {"S": "SYNC"}, "sk": {"S": "STATE"}})["Item"]
+    assert "dirty" not in state and state["ix"]["N"] == "1"
     after = day_item(aws, "d-02", day)
     assert after is not None
     assert slot_ids(after) == [s for s in slot_ids(before) if s != taken.id]

@@ -12,16 +12,20 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from datetime import date, datetime
 from typing import Any
 
 from pynamodb.exceptions import DoesNotExist
 
+from clinicbot.schedule.index import DoctorIndex
 from clinicbot.schedule.models import (
+    DAYS_PREFIX,
     REF_PK,
     STATE_SK,
     SYNC_PK,
     VISITS_SK,
+    DayIndexItem,
     DayItem,
     RefItem,
     ScheduleItem,
@@ -29,7 +33,7 @@ from clinicbot.schedule.models import (
     VisitsCursorItem,
     slots_pk,
 )
-from clinicbot.schedule.sync import DayKey, DayRecord, Plan, RefRecord, SyncState
+from clinicbot.schedule.sync import DayKey, DayRecord, Plan, RefRecord, SyncRead, SyncState
 from clinicbot.schedule.visits import VisitsCursor
 
 __all__ = ["BATCH_LIMIT", "DynamoScheduleCache", "IncompleteWrite"]
@@ -67,6 +71,56 @@ def _day_record(item: DayItem) -> DayRecord:
         hash=item.content_hash,
         count=int(item.slot_count),
         expires_at=item.expires_at,
+    )
+
+
+def _state(item: SyncStateItem) -> SyncState:
+    return SyncState(
+        last_success_at=item.last_success_at,
+        covers_until=item.covers_until,
+        ref_hash=item.ref_hash,
+        days=int(item.days),
+        counts=dict(item.counts or {}),
+        index=int(item.index) if item.index is not None else None,
+        dirty=bool(item.dirty),
+    )
+
+
+def _state_item(state: SyncState) -> SyncStateItem:
+    return SyncStateItem(
+        pk=SYNC_PK,
+        sk=STATE_SK,
+        last_success_at=state.last_success_at,
+        covers_until=state.covers_until,
+        ref_hash=state.ref_hash,
+        days=state.days,
+        counts=dict(state.counts),
+        index=state.index,
+        dirty=True if state.dirty else None,
+    )
+
+
+def _index_item(index: DoctorIndex) -> DayIndexItem:
+    base, entries = index.encode()
+    return DayIndexItem(
+        pk=SYNC_PK,
+        sk=DAYS_PREFIX + index.doctor_id,
+        version=index.version,
+        days_setting=index.days_setting,
+        written_at=index.written_at,
+        base=base or None,
+        entries=entries or None,
+    )
+
+
+def _index(item: DayIndexItem) -> DoctorIndex:
+    return DoctorIndex.decode(
+        item.sk.removeprefix(DAYS_PREFIX),
+        base=item.base or "",
+        text=item.entries or "",
+        days_setting=int(item.days_setting),
+        written_at=item.written_at,
+        version=int(item.version),
     )
 
 
@@ -113,13 +167,28 @@ class DynamoScheduleCache:
             item = SyncStateItem.get(SYNC_PK, STATE_SK)
         except DoesNotExist:
             return None
-        return SyncState(
-            last_success_at=item.last_success_at,
-            covers_until=item.covers_until,
-            ref_hash=item.ref_hash,
-            days=int(item.days),
-            counts=dict(item.counts or {}),
-        )
+        return _state(item)
+
+    def load_sync(self) -> SyncRead:
+        """One eventually consistent Query of the ``SYNC`` partition: the state, the visits cursor and the
+        day indexes (the previous run wrote them minutes ago). An index that does not parse is left out
+        (its doctor's days are read instead)."""
+        state: SyncState | None = None
+        cursor = VisitsCursor()
+        indexes: dict[str, DoctorIndex] = {}
+        for item in ScheduleItem.query(SYNC_PK):
+            if isinstance(item, SyncStateItem):
+                state = _state(item)
+            elif isinstance(item, VisitsCursorItem):
+                cursor = VisitsCursor(cursor=item.cursor, cycle_started_at=item.cycle_started_at)
+            elif isinstance(item, DayIndexItem):
+                try:
+                    index = _index(item)
+                except (ValueError, TypeError, AttributeError):
+                    log.warning("day index unreadable; its doctor's days are read", extra={"sk": item.sk})
+                    continue
+                indexes[index.doctor_id] = index
+        return SyncRead(state=state, indexes=indexes, cursor=cursor)
 
     def load_cursor(self) -> VisitsCursor:
         """One eventually consistent GetItem (half a read unit): the item was written a run ago."""
@@ -131,15 +200,10 @@ class DynamoScheduleCache:
 
     # ---------------------------------------------------------------------------------- writes
     def save_state(self, state: SyncState) -> None:
-        SyncStateItem(
-            pk=SYNC_PK,
-            sk=STATE_SK,
-            last_success_at=state.last_success_at,
-            covers_until=state.covers_until,
-            ref_hash=state.ref_hash,
-            days=state.days,
-            counts=dict(state.counts),
-        ).save()
+        _state_item(state).save()
+
+    def mark_dirty(self, state: SyncState) -> None:
+        _state_item(replace(state, dirty=True)).save()
 
     def save_cursor(
         self, cursor: dict[str, Any] | None, *, now: datetime, cycle_started_at: datetime | None
@@ -149,7 +213,8 @@ class DynamoScheduleCache:
         ).save()
 
     def apply(self, plan: Plan) -> int:
-        """Slots first, then reference data: see ``Plan``. Returns the BatchWriteItem requests made."""
+        """Slots first, then reference data, then the day indexes: see ``Plan``. Returns the
+        BatchWriteItem requests made."""
         before = self.requests
         self._write(
             puts=[_day_item(r).serialize() for r in plan.put_days],
@@ -161,6 +226,10 @@ class DynamoScheduleCache:
                 for r in plan.put_refs
             ],
             deletes=[_key(REF_PK, sk) for sk in plan.delete_refs],
+        )
+        self._write(
+            puts=[_index_item(i).serialize() for i in plan.put_index],
+            deletes=[_key(SYNC_PK, DAYS_PREFIX + d) for d in plan.delete_index],
         )
         return self.requests - before
 

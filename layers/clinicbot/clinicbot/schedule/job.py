@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from pydantic import Field
@@ -23,12 +23,17 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from clinicbot.mis.models import Branch
 from clinicbot.mis.port import MisPort
+from clinicbot.schedule.index import INDEX_VERSION, IndexEntry
 from clinicbot.schedule.sync import (
     ScheduleCache,
+    Snapshot,
     SyncFailure,
+    SyncRead,
     SyncState,
+    desired_days,
     fetch_snapshot,
-    plan,
+    plan_indexed,
+    record_entry,
     ref_hash,
     reference_records,
 )
@@ -87,6 +92,9 @@ class ScheduleResult:
     refs_written: int = 0
     refs_deleted: int = 0
     batch_requests: int = 0
+    days_read_for: int = 0
+    """Doctors whose cached day items were read (their day index was missing or not trusted)."""
+    indexes_written: int = 0
 
     @property
     def items_written(self) -> int:
@@ -138,6 +146,7 @@ class SyncJob:
         self.cursors = cursors
         self.planner_factory = planner_factory
         self._branches: tuple[Branch, ...] | None = None
+        self._cursor: VisitsCursor | None = None
         self.clock = clock
         self.monotonic = monotonic
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -154,6 +163,7 @@ class SyncJob:
         started = self.monotonic()
         deadline = started + max(0.0, remaining_seconds - self.settings.reserve_seconds)
         self._branches = None
+        self._cursor = None
         result = RunResult(schedule=await self.sync_schedule(deadline))
         if result.schedule.failure in ("outage", "budget"):
             result.visits_skipped_reason = f"schedule sync: {result.schedule.failure}"
@@ -163,7 +173,8 @@ class SyncJob:
             result.visits_skipped_reason = "CLINICBOT_SYNC_PATIENTS_PER_RUN is 0"
         else:
             try:
-                state = self.cursors.load_cursor()
+                # Read with the sync state when the cache is also the cursor store (one Query for both).
+                state = self._cursor if self._cursor is not None else self.cursors.load_cursor()
             except Exception as exc:
                 log.error("visits pass: the cursor could not be read", extra={"error": safe_trace(exc)})
                 result.visits = VisitsResult(failed=1, error=f"cursor: {type(exc).__name__}")
@@ -189,20 +200,45 @@ class SyncJob:
                 deadline=deadline,
                 monotonic=self.monotonic,
             )
-            cached_refs = self.cache.reference_items()
-            cached_hashes = {sk: r.hash for sk, r in cached_refs.items()}
-            doctors = {d.id for d in snapshot.doctors}
-            doctors |= {sk.split("#", 1)[1] for sk in cached_hashes if sk.startswith("DOCTOR#")}
-            since = min((w.first for w in snapshot.windows.values()), default=snapshot.cutoff.date())
-            cached_days = self.cache.cached_days(doctors, since - timedelta(days=1))
-            self._branches = snapshot.branches
-            changes = plan(snapshot, cached_hashes, cached_days)
-            if self.monotonic() > deadline:
-                raise SyncFailure("budget", "out of time before writing")
-            result.batch_requests = self.cache.apply(changes)
+            read = self._load_sync()
+            if isinstance(read.cursor, VisitsCursor) and self.cursors is self.cache:
+                self._cursor = read.cursor
+            state = read.state
+            # The day index and the state's ref_hash describe the cache only if the last run that wrote
+            # items finished (not dirty) and kept the index (a sync without it leaves ``index`` unset).
+            trusted = state is not None and state.index == INDEX_VERSION and not state.dirty
             desired_refs = reference_records(
                 snapshot.branches, snapshot.specialties, snapshot.doctors, snapshot.services
             )
+            desired_ref_hash = ref_hash({sk: r.hash for sk, r in desired_refs.items()})
+            if trusted and state is not None and state.ref_hash == desired_ref_hash:
+                cached_hashes = {sk: r.hash for sk, r in desired_refs.items()}  # the same items
+            else:
+                cached_hashes = {sk: r.hash for sk, r in self.cache.reference_items().items()}
+            doctors = {d.id for d in snapshot.doctors} | set(read.indexes)
+            doctors |= {sk.split("#", 1)[1] for sk in cached_hashes if sk.startswith("DOCTOR#")}
+            since = min((w.first for w in snapshot.windows.values()), default=snapshot.cutoff.date())
+            cached, to_read = self._cached_entries(snapshot, since, doctors, read, trusted)
+            if to_read:
+                for key, record in self.cache.cached_days(to_read, since - timedelta(days=1)).items():
+                    cached.setdefault(key.doctor_id, {})[key.day] = record_entry(record)
+            self._branches = snapshot.branches
+            changes = plan_indexed(
+                snapshot,
+                desired_days(snapshot),
+                cached,
+                cached_refs=cached_hashes,
+                stored=read.indexes if self._indexed else {},
+                rewrite=to_read if self._indexed else (),
+                days_setting=self.settings.days,
+            )
+            if not self._indexed:
+                changes.put_index, changes.delete_index = [], []
+            if self.monotonic() > deadline:
+                raise SyncFailure("budget", "out of time before writing")
+            if changes.writes and trusted and state is not None:
+                self.cache.mark_dirty(state)  # type: ignore[attr-defined]
+            result.batch_requests = self.cache.apply(changes)
             result.ok = True
             result.doctors = len(snapshot.doctors)
             result.days = len(changes.put_days) + changes.unchanged_days
@@ -212,11 +248,13 @@ class SyncJob:
             result.days_unchanged = changes.unchanged_days
             result.refs_written = len(changes.put_refs)
             result.refs_deleted = len(changes.delete_refs)
+            result.days_read_for = len(to_read)
+            result.indexes_written = len(changes.put_index) + len(changes.delete_index)
             self.cache.save_state(
                 SyncState(
                     last_success_at=snapshot.cutoff,
                     covers_until=snapshot.covers_until,
-                    ref_hash=ref_hash({sk: r.hash for sk, r in desired_refs.items()}),
+                    ref_hash=desired_ref_hash,
                     days=self.settings.days,
                     counts={
                         "doctors": result.doctors,
@@ -224,6 +262,7 @@ class SyncJob:
                         "slots": result.slots,
                         "written": result.items_written,
                     },
+                    index=INDEX_VERSION if self._indexed else None,
                 )
             )
         except SyncFailure as failure:
@@ -241,6 +280,49 @@ class SyncJob:
                 extra={k: v for k, v in asdict(result).items() if k not in ("failure", "error")},
             )
         return result
+
+    @property
+    def _indexed(self) -> bool:
+        """Whether the cache keeps the day index (``IndexedScheduleCache``)."""
+        return callable(getattr(self.cache, "load_sync", None)) and callable(
+            getattr(self.cache, "mark_dirty", None)
+        )
+
+    def _load_sync(self) -> SyncRead:
+        if not self._indexed:
+            return SyncRead(state=None, indexes={})
+        read: SyncRead = self.cache.load_sync()  # type: ignore[attr-defined]
+        return read
+
+    def _cached_entries(
+        self,
+        snapshot: Snapshot,
+        since: date,
+        doctors: set[str],
+        read: SyncRead,
+        trusted: bool,
+    ) -> tuple[dict[str, dict[date, IndexEntry]], list[str]]:
+        """What the cache holds per doctor from the day index where it can be trusted, and the doctors
+        whose day items must be read instead: no trusted state, no index (or one of another version or
+        ``SyncDays``), or a day the cut-off reached whose cuts the index did not keep."""
+        cached: dict[str, dict[date, IndexEntry]] = {}
+        to_read: list[str] = []
+        windows, cutoff = snapshot.windows, snapshot.cutoff.timestamp()
+        default_first = since - timedelta(days=1)
+        for doctor_id in sorted(doctors):
+            index = read.indexes.get(doctor_id) if trusted else None
+            usable = (
+                index is not None
+                and index.version == INDEX_VERSION
+                and index.days_setting == self.settings.days
+            )
+            if usable and index is not None:
+                first = windows[doctor_id].first if doctor_id in windows else default_first
+                if all(e.effective(cutoff)[0] for e in index.entries.values() if e.day >= first):
+                    cached[doctor_id] = dict(index.entries)
+                    continue
+            to_read.append(doctor_id)
+        return cached, to_read
 
     # ------------------------------------------------------------------------------------ visits
     def next_cycle_at(self, state: VisitsCursor) -> datetime | None:

@@ -7,6 +7,11 @@ Items (attribute names are short on purpose: DynamoDB bills item size, names inc
                                                                  reference data, one entity per item (RefItem)
     pk = SYNC               sk = STATE                           the last successful sync (SyncStateItem)
     pk = SYNC               sk = VISITS                          where the visits pass stopped (VisitsCursorItem)
+    pk = SYNC               sk = DAYS#<doctor id>                a doctor's cached days, fingerprinted
+                                                                 (DayIndexItem, ``clinicbot.schedule.index``)
+
+The sync reads the whole ``SYNC`` partition in one Query (state, cursor, day indexes: a few KB) and diffs
+the MIS against it; it reads a doctor's day items only when his index cannot be trusted.
 
 One Query on ``SLOTS#<doctor>`` with ``sk BETWEEN`` two dates gives a doctor's calendar for a month (about 30
 items); one Query on ``REF`` gives all reference data. Day items expire by TTL after their day, so the past
@@ -20,6 +25,7 @@ import os
 from typing import Any
 
 from pynamodb.attributes import (
+    BooleanAttribute,
     DiscriminatorAttribute,
     JSONAttribute,
     NumberAttribute,
@@ -32,11 +38,13 @@ from pynamodb.models import Model
 
 __all__ = [
     "ALL_MODELS",
+    "DAYS_PREFIX",
     "ORDER_SK",
     "REF_PK",
     "STATE_SK",
     "SYNC_PK",
     "VISITS_SK",
+    "DayIndexItem",
     "DayItem",
     "RefItem",
     "ScheduleItem",
@@ -52,6 +60,7 @@ SYNC_PK = "SYNC"
 STATE_SK = "STATE"
 VISITS_SK = "VISITS"
 SLOTS_PREFIX = "SLOTS#"
+DAYS_PREFIX = "DAYS#"
 
 
 def slots_pk(doctor_id: str) -> str:
@@ -111,6 +120,21 @@ class SyncStateItem(ScheduleItem, discriminator="state"):
     """Changes whenever any reference item changes: readers reload reference data only then."""
     days = NumberAttribute()
     counts = JSONAttribute()
+    index = NumberAttribute(attr_name="ix", null=True)
+    """The day index version the sync keeps; absent when written by a sync that keeps none."""
+    dirty = BooleanAttribute(null=True)
+    """Set while a run writes day or reference items (see ``clinicbot.schedule.sync.SyncState``)."""
+
+
+class DayIndexItem(ScheduleItem, discriminator="idx"):
+    """One doctor's cached days, fingerprinted (``clinicbot.schedule.index.DoctorIndex``)."""
+
+    version = NumberAttribute(attr_name="v")
+    days_setting = NumberAttribute(attr_name="w")
+    """``SyncDays`` of the run that wrote it: another setting means another window, the index is not used."""
+    written_at = UTCDateTimeAttribute(attr_name="at")
+    base = UnicodeAttribute(attr_name="b", null=True)
+    entries = UnicodeAttribute(attr_name="e", null=True)
 
 
 class VisitsCursorItem(ScheduleItem, discriminator="cursor"):
@@ -123,7 +147,14 @@ class VisitsCursorItem(ScheduleItem, discriminator="cursor"):
     cycle_started_at = UTCDateTimeAttribute(null=True)
 
 
-ALL_MODELS: tuple[type[Model], ...] = (ScheduleItem, DayItem, RefItem, SyncStateItem, VisitsCursorItem)
+ALL_MODELS: tuple[type[Model], ...] = (
+    ScheduleItem,
+    DayItem,
+    RefItem,
+    SyncStateItem,
+    VisitsCursorItem,
+    DayIndexItem,
+)
 
 
 def configure(

@@ -33,29 +33,37 @@ from zoneinfo import ZoneInfo
 from clinicbot.mis.errors import MisError, MisUnavailable
 from clinicbot.mis.models import Branch, Doctor, Service, Slot, Specialty
 from clinicbot.mis.port import MisPort
+from clinicbot.schedule.index import DoctorIndex, IndexEntry, Row, chain, needs_cuts
 
 __all__ = [
     "DEFAULT_TZ",
     "DayKey",
     "DayRecord",
+    "DesiredDay",
+    "IndexedScheduleCache",
     "Plan",
     "RefRecord",
     "ReferenceData",
     "ScheduleCache",
     "Snapshot",
     "SyncFailure",
+    "SyncRead",
     "SyncState",
     "Window",
     "content_hash",
     "day_records",
     "decode_slots",
+    "desired_days",
     "effective_hash",
     "encode_day",
     "fetch_snapshot",
     "parse_reference",
     "plan",
     "plan_days",
+    "plan_indexed",
     "plan_reference",
+    "record_entry",
+    "record_rows",
     "ref_hash",
     "reference_records",
 ]
@@ -119,6 +127,11 @@ class SyncState:
     ref_hash: str
     days: int
     counts: Mapping[str, int] = field(default_factory=dict)
+    index: int | None = None
+    """The day index version the sync keeps (None: written by a sync that keeps none -- not trusted)."""
+    dirty: bool = False
+    """Set before a run writes day or reference items, cleared by its final state write: a run that died
+    in between leaves it set, and the next run trusts neither the day index nor ``ref_hash``."""
 
     def fresh(self, now: datetime, max_age: timedelta) -> bool:
         return now - self.last_success_at <= max_age
@@ -196,6 +209,30 @@ def effective_hash(record: DayRecord, cutoff: datetime) -> str | None:
     if not slots:
         return None
     return encode_day(record.doctor_id, record.day, slots, default_branch=record.branch_id).hash
+
+
+def record_rows(record: DayRecord) -> list[Row]:
+    """The slots of a day record as fingerprint rows, in the record's (start, id) order: no models."""
+    out: list[Row] = []
+    t0, branch_id = record.first_start, record.branch_id
+    for row in json.loads(record.slots):
+        start = t0 + int(row[1])
+        out.append(
+            (
+                row[0],
+                start,
+                start + int(row[2]),
+                row[3] if len(row) > 3 else None,
+                row[4] if len(row) > 4 else branch_id,
+            )
+        )
+    return out
+
+
+def record_entry(record: DayRecord) -> IndexEntry:
+    """The index entry of a cached day item, cuts included (trimmed when the index is written)."""
+    rows = record_rows(record)
+    return IndexEntry.of(record.day, rows, chain(rows), with_cuts=True)
 
 
 # =========================================================================== reference data
@@ -415,6 +452,61 @@ def day_records(snapshot: Snapshot) -> dict[DayKey, DayRecord]:
 
 
 @dataclass
+class DesiredDay:
+    """One doctor-day of the MIS's free slots after the cut-off, fingerprinted; encoded only if written."""
+
+    doctor_id: str
+    day: date
+    slots: list[Slot]
+    """Ordered by (start, id), as ``encode_day`` orders them."""
+    rows: list[Row]
+    fps: list[str]
+    default_branch: str
+
+    @property
+    def key(self) -> DayKey:
+        return DayKey(self.doctor_id, self.day)
+
+    @property
+    def fp(self) -> str:
+        return self.fps[0]
+
+    def record(self) -> DayRecord:
+        return encode_day(self.doctor_id, self.day, self.slots, default_branch=self.default_branch)
+
+    def entry(self, now: datetime) -> IndexEntry:
+        with_cuts = needs_cuts(self.rows[0][1], now)
+        if with_cuts and len(self.fps) != len(self.rows):
+            self.fps = chain(self.rows)
+        return IndexEntry.of(self.day, self.rows, self.fps, with_cuts=with_cuts)
+
+
+def desired_days(snapshot: Snapshot) -> dict[DayKey, DesiredDay]:
+    """``day_records`` without the encoding: every doctor's free slots after the cut-off by branch-local
+    day, ordered and fingerprinted."""
+    doctors = {d.id: d for d in snapshot.doctors}
+    zones = {b.id: b.tz for b in snapshot.branches}
+    cutoff = snapshot.cutoff
+    out: dict[DayKey, DesiredDay] = {}
+    for doctor_id, slots in snapshot.slots.items():
+        by_day: dict[date, list[Slot]] = {}
+        for slot in slots:
+            if slot.start > cutoff:
+                day = slot.start.astimezone(zones.get(slot.branch_id, DEFAULT_TZ)).date()
+                by_day.setdefault(day, []).append(slot)
+        for day, day_slots in by_day.items():
+            day_slots.sort(key=lambda s: (s.start, s.id))
+            rows: list[Row] = [
+                (s.id, int(s.start.timestamp()), int(s.end.timestamp()), s.service_id, s.branch_id)
+                for s in day_slots
+            ]
+            fps = chain(rows, suffixes=needs_cuts(rows[0][1], cutoff))
+            want = DesiredDay(doctor_id, day, day_slots, rows, fps, doctors[doctor_id].branch_id)
+            out[want.key] = want
+    return out
+
+
+@dataclass
 class Plan:
     """Writes that make the cache match the MIS. Slots are written before reference data and the state,
     so an interrupted run leaves the old reference (and its doctors) for the next run's diff to find."""
@@ -425,9 +517,14 @@ class Plan:
     delete_refs: list[str] = field(default_factory=list)
     unchanged_days: int = 0
     unchanged_refs: int = 0
+    put_index: list[DoctorIndex] = field(default_factory=list)
+    """Day indexes to write after the days and the reference data (``clinicbot.schedule.index``)."""
+    delete_index: list[str] = field(default_factory=list)
+    """Doctors whose day index goes (they left the MIS and the cache)."""
 
     @property
     def writes(self) -> int:
+        """Day and reference items (what the state's ``dirty`` mark protects; the index is not counted)."""
         return len(self.put_days) + len(self.delete_days) + len(self.put_refs) + len(self.delete_refs)
 
 
@@ -503,6 +600,96 @@ def plan(
     return days
 
 
+def plan_indexed(
+    snapshot: Snapshot,
+    desired: Mapping[DayKey, DesiredDay],
+    cached: Mapping[str, Mapping[date, IndexEntry]],
+    *,
+    cached_refs: Mapping[str, str],
+    stored: Mapping[str, DoctorIndex],
+    rewrite: Iterable[str] = (),
+    days_setting: int,
+) -> Plan:
+    """The whole diff of one sync against what the cache holds (``cached``: doctor -> day -> entry, from
+    the day index or from day items read), and the day indexes to write.
+
+    Compares fingerprints of the future part (see ``clinicbot.schedule.index``): a cached day whose slots
+    after the cut-off are the MIS's is left alone. A doctor's index is written when his days are, when it
+    is in ``rewrite`` (it was not trusted, or the cut-off outran it) and differs from ``stored``, and when a
+    day comes within the cut horizon (its cuts are added, about once a day)."""
+    cached_doctors = {sk.split("#", 1)[1] for sk in cached_refs if sk.startswith("DOCTOR#")}
+    if not snapshot.doctors and cached_doctors:
+        raise SyncFailure("partial", f"the MIS listed no doctors; the cache has {len(cached_doctors)}")
+    now, cutoff = snapshot.cutoff, snapshot.cutoff.timestamp()
+    first_day = {d: w.first for d, w in snapshot.windows.items()}
+    default_first = min(first_day.values(), default=now.date()) - timedelta(days=1)
+    result = Plan()
+    listed = {d.id for d in snapshot.doctors}
+    by_doctor: dict[str, dict[date, DesiredDay]] = {}
+    for key, desired_day in desired.items():
+        by_doctor.setdefault(key.doctor_id, {})[key.day] = desired_day
+    must_write = set(rewrite)
+    entries_of: dict[str, dict[date, IndexEntry]] = {}
+    for doctor_id in sorted(set(by_doctor) | set(cached)):
+        wants, haves = by_doctor.get(doctor_id, {}), cached.get(doctor_id, {})
+        first = first_day.get(doctor_id, default_first)
+        old = stored.get(doctor_id)
+        entries: dict[date, IndexEntry] = {}
+        for day in sorted(set(wants) | set(haves)):
+            want, have = wants.get(day), haves.get(day)
+            if have is not None and day < first:
+                continue  # the past: left to TTL, and out of the index
+            have_fp: str | None = None
+            whole = True
+            if have is not None:
+                known, have_fp = have.effective(cutoff)
+                assert known, "a cached day without its cuts must be read, not indexed"
+                whole = have.first_start is None or have.first_start > cutoff
+            if want is not None:
+                if want.fp == have_fp:
+                    result.unchanged_days += 1
+                    entry = want.entry(now) if whole else have
+                    assert entry is not None
+                    entries[day] = entry
+                    previous = old.entries.get(day) if old is not None else None
+                    if entry.cuts is not None and previous is not None and previous.cuts is None:
+                        must_write.add(doctor_id)  # the day came within the horizon: add its cuts
+                else:
+                    result.put_days.append(want.record())
+                    entries[day] = want.entry(now)
+                    must_write.add(doctor_id)
+            elif have_fp is not None:
+                result.delete_days.append(DayKey(doctor_id, day))
+                must_write.add(doctor_id)
+        entries_of[doctor_id] = entries
+    for doctor_id in sorted(must_write | (set(stored) - set(entries_of))):
+        entries = entries_of.get(doctor_id, {})
+        old = stored.get(doctor_id)
+        if not entries and doctor_id not in listed:
+            if old is not None:
+                result.delete_index.append(doctor_id)
+            continue
+        index = DoctorIndex(doctor_id, days_setting, now, entries)
+        same = (
+            old is not None
+            and old.version == index.version
+            and old.days_setting == days_setting
+            and old.encode() == index.encode()
+        )
+        if not same:
+            result.put_index.append(index)
+    refs = plan_reference(
+        reference_records(snapshot.branches, snapshot.specialties, snapshot.doctors, snapshot.services),
+        cached_refs,
+    )
+    result.put_refs, result.delete_refs, result.unchanged_refs = (
+        refs.put_refs,
+        refs.delete_refs,
+        refs.unchanged_refs,
+    )
+    return result
+
+
 # =========================================================================== the cache port
 class ScheduleCache(Protocol):
     """What the sync and the reader need from the cache (``cache_dynamo.DynamoScheduleCache``)."""
@@ -526,3 +713,24 @@ class ScheduleCache(Protocol):
     def load_state(self) -> SyncState | None: ...
 
     def save_state(self, state: SyncState) -> None: ...
+
+
+class IndexedScheduleCache(ScheduleCache, Protocol):
+    """A cache that also keeps the day index (``cache_dynamo.DynamoScheduleCache``); ``SyncJob`` diffs
+    against a plain ``ScheduleCache`` by reading every cached day."""
+
+    def load_sync(self) -> SyncRead:
+        """The sync state, the visits cursor and every doctor's day index: one Query."""
+        ...
+
+    def mark_dirty(self, state: SyncState) -> None:
+        """Save ``state`` with ``dirty`` set (before writing day or reference items)."""
+        ...
+
+
+@dataclass(frozen=True)
+class SyncRead:
+    state: SyncState | None
+    indexes: Mapping[str, DoctorIndex]
+    cursor: Any = None
+    """The visits cursor (a ``clinicbot.schedule.visits.VisitsCursor``), when the store keeps it there."""
