@@ -15,19 +15,38 @@ MONTH = "2026-11"
 NOW = 1_795_000_000.0  # 2026-11-18 UTC
 
 
+def every_line_model(tmp_path: Any) -> str:
+    """A cost model of a deployment with every billable part: an HTTP API, SQS pollers, EventBridge Scheduler,
+    alarms, X-Ray (the shipped model, from the template as it is, has none of these)."""
+    from clinicbot.metering.report import CostModel
+
+    data = dict(CostModel.load().data)
+    data.update(
+        http_api=1, scheduler=1, alarms=2, xray_tracing=1, platform_logs=1,
+        sqs_idle_receives_per_month=648_000, sqs_requests_per_handoff=3, kms_requests_per_month=40_000,
+    )  # fmt: skip
+    path = tmp_path / "cost_model.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return str(path)
+
+
 def write(clinic: str, counts: dict[str, int], *, flushes: int = 1) -> None:
     store = DynamoRollupStore()
     for _ in range(flushes):
         store.add(MONTH, clinic, counts, now=NOW)
 
 
-def test_the_report_prints_usage_and_every_cost_line(aws: Any, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_report_prints_usage_and_every_cost_line(
+    aws: Any, capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
     write("north", {"updates": 600, "msg.reply": 900, "msg.reminder": 40, "msg.relay": 5, "handoffs": 7,
                     "mis": 120, "crm": 7, "inv.webhook": 610, "ms.webhook": 91_500, "cold.webhook": 4,
                     "initms.webhook": 14_000, "inv.reminders": 288, "ms.reminders": 30_000,
                     "inv.mis_sync": 96, "ms.mis_sync": 400_000, "cold.mis_sync": 96,
                     "initms.mis_sync": 70_000}, flushes=3)  # fmt: skip
-    assert main(["usage", "--month", MONTH, "--region", "us-east-1"]) == 0
+    assert (
+        main(["usage", "--month", MONTH, "--region", "us-east-1", "--model", every_line_model(tmp_path)]) == 0
+    )
     out = capsys.readouterr().out
     assert "Clinic north, 2026-11 (3 rollup flushes)" in out
     assert "updates handled" in out and "1,800" in out  # 600 x 3 flushes
@@ -44,12 +63,21 @@ def test_the_report_prints_usage_and_every_cost_line(aws: Any, capsys: pytest.Ca
     ):
         assert line in out, line
     assert "US East (N. Virginia)" in out and "total" in out and "Largest line:" in out
+    # the template as shipped: function URLs, async invocation, EventBridge rules, no alarm, no tracing
+    assert main(["usage", "--month", MONTH, "--region", "us-east-1"]) == 0
+    shipped = capsys.readouterr().out
+    assert "Lambda" in shipped and "DynamoDB" in shipped
+    for line in ("API Gateway", "SQS", "Scheduler", "alarms", "X-Ray"):
+        assert line not in shipped, line
 
 
-def test_json_one_clinic_and_the_month_boundary(aws: Any, capsys: pytest.CaptureFixture[str]) -> None:
+def test_json_one_clinic_and_the_month_boundary(
+    aws: Any, capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
     write("north", {"updates": 5, "inv.webhook": 5, "ms.webhook": 500})
     write("south", {"updates": 2, "inv.webhook": 2, "ms.webhook": 200})
-    assert main(["usage", "--month", MONTH, "--clinic", "south", "--json"]) == 0
+    model = every_line_model(tmp_path)
+    assert main(["usage", "--month", MONTH, "--clinic", "south", "--json", "--model", model]) == 0
     [report] = json.loads(capsys.readouterr().out)
     assert report["clinic"] == "south" and report["usage"]["updates"] == 2 and report["flushes"] == 1
     assert report["region"] == "eu-central-1"
