@@ -15,6 +15,11 @@ slot rewrites one item of ~1 KB (one write unit). The slots are compact JSON, or
 even when nothing was booked. Both sides are therefore compared from the same cut-off (an instant taken
 after the MIS answered): the MIS's slots after it, and the cached day's slots after it. A day whose
 future part is unchanged is not rewritten; a cached day left with no future slots is left to TTL.
+
+**What the cache holds** comes from the day index (``clinicbot.schedule.index``: per doctor, a fingerprint
+of every cached day and, for days near "now", of what is left of it after each slot), so an unchanged run
+reads no day item; ``plan_indexed`` compares fingerprints of the future parts. The day items are read
+(``record_entry``) for a doctor whose index cannot be trusted.
 """
 
 from __future__ import annotations
