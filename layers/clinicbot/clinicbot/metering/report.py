@@ -46,7 +46,8 @@ class CostModel:
         return float(((self.data.get("functions") or {}).get(name) or {}).get(key) or 0.0)
 
     def get(self, key: str, default: float = 0.0) -> float:
-        return float(self.data.get(key, default) or default)
+        value = self.data.get(key)
+        return float(default if value is None else value)  # a 0 in the model is a 0, not "absent"
 
 
 def estimate(
