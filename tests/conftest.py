@@ -25,6 +25,7 @@ for _name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_PROFILE", "T
 os.environ.update(TEST_ENV)
 
 from collections.abc import Iterator  # noqa: E402
+from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -64,6 +65,22 @@ def botapi(botapi_server: object) -> Iterator[object]:
 @pytest.fixture
 def mis() -> object:
     return demo_mis()
+
+
+@pytest.fixture(scope="module")
+def crm_server() -> Iterator[Any]:
+    """A signed fake CRM on loopback (clinicbot.local.fake_crm), one per test module."""
+    from clinicbot.local.fake_crm import FakeCrm
+
+    with FakeCrm() as server:
+        yield server
+
+
+@pytest.fixture
+def crm(crm_server: Any) -> Any:
+    """The module's fake CRM, emptied for this test."""
+    crm_server.reset()
+    return crm_server
 
 
 @pytest.fixture

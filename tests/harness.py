@@ -53,13 +53,17 @@ def demo_patients() -> list[Any]:
 
 
 class DdbCounter:
-    """Counts DynamoDB API requests made through pynamodb, by operation."""
-
-    def __init__(self) -> None:
-        self.calls: Counter[str] = Counter()
+    """Counts DynamoDB API requests made through pynamodb (every adapter of the package uses it): by
+    operation (``calls``), by (operation, table) (``requests``), and the items written per table (``items``:
+    a BatchWriteItem counts its requests)."""
 
     READS = frozenset({"GetItem", "Query", "Scan", "BatchGetItem", "TransactGetItems"})
     WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"})
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.requests: Counter[tuple[str, str]] = Counter()
+        self.items: Counter[str] = Counter()
 
     @property
     def reads(self) -> int:
@@ -69,8 +73,27 @@ class DdbCounter:
     def writes(self) -> int:
         return sum(n for op, n in self.calls.items() if op in self.WRITES)
 
+    def to(self, table: str) -> dict[str, int]:
+        """Requests to one table, by operation."""
+        return {op: n for (op, t), n in self.requests.items() if t == table}
+
+    def writes_to(self, *tables: str) -> int:
+        return sum(n for (op, t), n in self.requests.items() if t in tables and op in self.WRITES)
+
     def reset(self) -> None:
         self.calls.clear()
+        self.requests.clear()
+        self.items.clear()
+
+    def record(self, operation: str, kwargs: dict[str, Any]) -> None:
+        self.calls[operation] += 1
+        batch = kwargs.get("RequestItems") or {}
+        for table in list(batch) or [kwargs.get("TableName", "")]:
+            self.requests[(operation, table)] += 1
+            if operation == "BatchWriteItem":
+                self.items[table] += len(batch[table])
+            elif operation in self.WRITES:
+                self.items[table] += 1
 
     @classmethod
     @contextlib.contextmanager
@@ -81,7 +104,7 @@ class DdbCounter:
         original = Connection._make_api_call
 
         def counting(self: Connection, operation_name: str, operation_kwargs: dict[str, Any]) -> Any:
-            counter.calls[operation_name] += 1
+            counter.record(operation_name, operation_kwargs)
             return original(self, operation_name, operation_kwargs)
 
         Connection._make_api_call = counting  # type: ignore[method-assign]

@@ -38,18 +38,6 @@ FAST = RetryPolicy(attempts=2, base=0.01, cap=0.02, max_wait=1.0)
 FUNCTION = "clinicbot-handoff"
 
 
-@pytest.fixture(scope="module")
-def crm_server() -> Iterator[FakeCrm]:
-    with FakeCrm() as server:
-        yield server
-
-
-@pytest.fixture
-def crm(crm_server: FakeCrm) -> FakeCrm:
-    crm_server.reset()
-    return crm_server
-
-
 @pytest.fixture
 def dlq(aws: object) -> DeadLetterQueue:
     return create_dead_letter_queue(boto3.client("sqs", region_name="eu-central-1"))

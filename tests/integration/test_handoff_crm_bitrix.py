@@ -5,7 +5,6 @@ ambiguous timeout or a redelivery."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import date
 from typing import Any
 
@@ -26,18 +25,6 @@ from clinicbot.local.fake_crm import FakeCrm
 
 PATIENT = PatientInfo(patient_id="p-001", first_name="Анна", last_name="Кузьмина", phone="79991000001")
 FAST = RetryPolicy(attempts=4, base=0.01, cap=0.05, max_wait=2.0)
-
-
-@pytest.fixture(scope="module")
-def crm_server() -> Iterator[FakeCrm]:
-    with FakeCrm() as server:
-        yield server
-
-
-@pytest.fixture
-def crm(crm_server: FakeCrm) -> FakeCrm:
-    crm_server.reset()
-    return crm_server
 
 
 def bitrix(crm: FakeCrm, store: InMemoryHandoffStore | None = None, **kw: Any) -> BitrixCrm:

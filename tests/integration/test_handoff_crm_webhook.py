@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Iterator
 from datetime import date
 
 import pytest
@@ -27,18 +26,6 @@ from clinicbot.local.fake_crm import TEST_CRM_SECRET, FakeCrm
 
 PATIENT = PatientInfo(patient_id="p-001", first_name="Анна", last_name="Кузьмина", phone="79991000001")
 FAST = RetryPolicy(attempts=3, base=0.01, cap=0.05, max_wait=2.0)
-
-
-@pytest.fixture(scope="module")
-def crm_server() -> Iterator[FakeCrm]:
-    with FakeCrm() as server:
-        yield server
-
-
-@pytest.fixture
-def crm(crm_server: FakeCrm) -> FakeCrm:
-    crm_server.reset()
-    return crm_server
 
 
 def adapter(

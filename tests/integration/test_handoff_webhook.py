@@ -42,12 +42,6 @@ class Rig:
         return [s.params.get("text", "") for s in self.bot.said if s.method == "answerCallbackQuery"]
 
 
-@pytest.fixture(scope="module")
-def crm_server() -> Iterator[FakeCrm]:
-    with FakeCrm() as server:
-        yield server
-
-
 def make_rig(botapi: Any, mis: Any, crm: FakeCrm, **settings: Any) -> tuple[WebhookHarness, HandoffApp]:
     bot = WebhookHarness.create(botapi=botapi, mis=mis, **settings)
     app = build_handoff(Settings(telegram_api_base=botapi.base_url, **settings), mis=mis)  # type: ignore[call-arg]

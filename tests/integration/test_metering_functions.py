@@ -28,12 +28,6 @@ def meter(fn: str, *, every_run: bool = False) -> metering.Meter:
 
 
 # ------------------------------------------------------------------------------------------ hand-off
-@pytest.fixture(scope="module")
-def crm_server() -> Iterator[FakeCrm]:
-    with FakeCrm() as server:
-        yield server
-
-
 @pytest.fixture
 def rig(
     aws: object, botapi: Any, mis: Any, crm_server: FakeCrm

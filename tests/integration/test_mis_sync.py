@@ -8,7 +8,6 @@ import contextlib
 import json
 import subprocess
 import sys
-from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,54 +20,10 @@ from clinicbot.local.lambda_runner import invoke, load_function
 from clinicbot.mis.errors import MisUnavailable
 from clinicbot.mis.models import Slot
 from clinicbot.schedule import models as schedule_models
-from tests.harness import ROOT, TODAY, load_event
+from tests.harness import ROOT, TODAY, DdbCounter, load_event
 
 NOW = datetime(2026, 11, 23, 5, 0, tzinfo=UTC)  # 08:00 in Moscow on the demo clinic's first day
 SCHEDULE = "clinicbot-schedule"
-
-
-class TableWrites:
-    """DynamoDB requests through pynamodb, by (operation, table), and items written per table."""
-
-    def __init__(self) -> None:
-        self.requests: Counter[tuple[str, str]] = Counter()
-        self.items: Counter[str] = Counter()
-
-    def writes_to(self, table: str) -> int:
-        return sum(n for (op, t), n in self.requests.items() if t == table and op in WRITE_OPS)
-
-    def reset(self) -> None:
-        self.requests.clear()
-        self.items.clear()
-
-    @classmethod
-    @contextlib.contextmanager
-    def installed(cls) -> Iterator[TableWrites]:
-        from pynamodb.connection.base import Connection
-
-        counter = cls()
-        original = Connection._make_api_call
-
-        def counting(self: Connection, operation: str, kwargs: dict[str, Any]) -> Any:
-            if operation == "BatchWriteItem":
-                for table, requests in kwargs["RequestItems"].items():
-                    counter.requests[(operation, table)] += 1
-                    counter.items[table] += len(requests)
-            else:
-                table = kwargs.get("TableName", "")
-                counter.requests[(operation, table)] += 1
-                if operation in WRITE_OPS:
-                    counter.items[table] += 1
-            return original(self, operation, kwargs)
-
-        Connection._make_api_call = counting  # type: ignore[method-assign]
-        try:
-            yield counter
-        finally:
-            Connection._make_api_call = original  # type: ignore[method-assign]
-
-
-WRITE_OPS = frozenset({"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"})
 
 
 @pytest.fixture
@@ -96,8 +51,8 @@ def fn(aws: Any, clinic: DemoClinic, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 @pytest.fixture
-def writes(fn: Any) -> Iterator[TableWrites]:
-    with TableWrites.installed() as counter:
+def writes(fn: Any) -> Iterator[DdbCounter]:
+    with DdbCounter.installed() as counter:
         yield counter
 
 
@@ -152,7 +107,7 @@ def link(telegram_user_id: int, patient_id: str) -> None:
 
 # ------------------------------------------------------------------------------------ the schedule
 def test_first_sync_fills_the_cache_and_an_unchanged_schedule_writes_nothing(
-    fn: Any, aws: Any, writes: TableWrites, clinic: DemoClinic, monkeypatch: pytest.MonkeyPatch
+    fn: Any, aws: Any, writes: DdbCounter, clinic: DemoClinic, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(fn.JOB, "settings", fn.JOB.settings.model_copy(update={"days": 30}))
     first = run_sync()
@@ -180,7 +135,11 @@ def test_first_sync_fills_the_cache_and_an_unchanged_schedule_writes_nothing(
     assert second["schedule"]["days_unchanged"] == schedule["days"]
     assert writes.requests[("BatchWriteItem", SCHEDULE)] == 0
     assert writes.writes_to(SCHEDULE) == 1  # only the sync state (the freshness heartbeat)
-    reads = {op: n for (op, table), n in writes.requests.items() if table == SCHEDULE and op not in WRITE_OPS}
+    reads = {
+        op: n
+        for (op, table), n in writes.requests.items()
+        if table == SCHEDULE and op not in DdbCounter.WRITES
+    }
     # The SYNC partition only: the state (its ref_hash stands for the REF partition), the day indexes (no
     # day item) and the visits pass's cursor.
     assert reads == {"Query": 1}
@@ -206,7 +165,7 @@ def test_batches_hold_at_most_25_items(fn: Any, aws: Any) -> None:
 
 
 def test_a_booking_in_the_mis_rewrites_just_that_day(
-    fn: Any, aws: Any, writes: TableWrites, clinic: DemoClinic
+    fn: Any, aws: Any, writes: DdbCounter, clinic: DemoClinic
 ) -> None:
     assert run_sync()["ok"]
     taken = free_slots(clinic, "d-02")[3]
@@ -246,7 +205,7 @@ def test_a_day_whose_free_slots_all_vanished_is_deleted(fn: Any, aws: Any, clini
 
 
 def test_an_outage_leaves_the_cache_untouched_and_emits_the_metric(
-    fn: Any, aws: Any, writes: TableWrites, clinic: DemoClinic, capsys: pytest.CaptureFixture[str]
+    fn: Any, aws: Any, writes: DdbCounter, clinic: DemoClinic, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert run_sync()["ok"]
     before = cache_items(aws)
@@ -274,7 +233,7 @@ def test_success_emits_no_metric(fn: Any, capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_a_partial_answer_writes_nothing(
-    fn: Any, aws: Any, writes: TableWrites, clinic: DemoClinic, monkeypatch: pytest.MonkeyPatch
+    fn: Any, aws: Any, writes: DdbCounter, clinic: DemoClinic, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert run_sync()["ok"]
     asyncio.run(clinic.book("p-002", free_slots(clinic, "d-01")[0].id))  # a change the next sync would write
@@ -404,7 +363,7 @@ def _msk() -> Any:
 
 # ----------------------------------------------------------------------------- the bot's reader
 def test_the_bot_reads_the_calendar_from_the_cache_once_the_sync_filled_it(
-    fn: Any, clinic: DemoClinic, writes: TableWrites
+    fn: Any, clinic: DemoClinic, writes: DdbCounter
 ) -> None:
     from clinicbot.booking.schedule import MisScheduleReader, SlotFilter
     from clinicbot.schedule.reader import cached_schedule

@@ -26,50 +26,13 @@ import time_machine
 from clinicbot.adapters.mis_demo import DemoClinic
 from clinicbot.local.lambda_runner import invoke, load_function
 from clinicbot.reminders.items import Status, bucket_of
-from tests.harness import TODAY, load_event
+from tests.harness import TODAY, DdbCounter, load_event
 from tests.reminders_helpers import Fn, configure_reminder_table, link, reminders_function
 
 NOW = datetime(2026, 11, 23, 5, 0, tzinfo=UTC)  # 08:00 in Moscow, Monday, the demo clinic's first day
 RUN_AT = NOW + timedelta(minutes=30)  # reminders runs: mid-hour (test items are due a minute before "now")
 REMINDER, STATE, SCHEDULE = "clinicbot-reminder", "clinicbot-state", "clinicbot-schedule"
-WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"})
 DEMO_LINKS = {501: "p-001", 502: "p-002", 503: "p-003", 504: "p-004", 505: "p-005", 506: "p-006"}
-
-
-class Requests:
-    """DynamoDB requests through pynamodb (every adapter of the package uses it), by (operation, table)."""
-
-    def __init__(self) -> None:
-        self.calls: Counter[tuple[str, str]] = Counter()
-
-    def to(self, table: str) -> dict[str, int]:
-        return {op: n for (op, t), n in self.calls.items() if t == table}
-
-    def writes(self, *tables: str) -> int:
-        return sum(n for (op, t), n in self.calls.items() if op in WRITES and t in tables)
-
-    def reset(self) -> None:
-        self.calls.clear()
-
-    @classmethod
-    @contextlib.contextmanager
-    def counted(cls) -> Iterator[Requests]:
-        from pynamodb.connection.base import Connection
-
-        counter = cls()
-        original = Connection._make_api_call
-
-        def counting(self: Connection, operation: str, kwargs: dict[str, Any]) -> Any:
-            tables = list(kwargs.get("RequestItems") or {}) or [kwargs.get("TableName", "")]
-            for table in tables:
-                counter.calls[(operation, table)] += 1
-            return original(self, operation, kwargs)
-
-        Connection._make_api_call = counting  # type: ignore[method-assign]
-        try:
-            yield counter
-        finally:
-            Connection._make_api_call = original  # type: ignore[method-assign]
 
 
 def emf_names(stdout: str) -> list[str]:
@@ -111,22 +74,22 @@ def test_an_idle_reminders_run_writes_nothing_and_emits_no_metric(
     first = reminders.invoke()  # the very first run: looks a day back, then sets the cursor (one write)
     assert first["due"] == 0 and first["cursor"] == bucket_of(RUN_AT)
     capsys.readouterr()
-    with Requests.counted() as ddb:
+    with DdbCounter.installed() as ddb:
         for minutes in (5, 10, 25):
             with time_machine.travel(RUN_AT + timedelta(minutes=minutes), tick=False):
                 report = reminders.invoke()
             assert report["due"] == 0 and not report["locked_out"]
-            assert ddb.writes(REMINDER, STATE) == 0, ddb.calls  # no lock, no unlock, no cursor write
+            assert ddb.writes_to(REMINDER, STATE) == 0, ddb.requests  # no lock, no unlock, no cursor write
             assert ddb.to(REMINDER) == {"GetItem": 1, "Query": 1}  # the cursor item; this hour's bucket
             assert ddb.to(STATE) == {}
             ddb.reset()
     assert emf_names(capsys.readouterr().out) == []  # zeros are not emitted
 
-    with Requests.counted() as ddb, time_machine.travel(RUN_AT + timedelta(minutes=31), tick=False):
+    with DdbCounter.installed() as ddb, time_machine.travel(RUN_AT + timedelta(minutes=31), tick=False):
         report = reminders.invoke()  # a new hour: the cursor moves, once
         assert report["cursor"] == bucket_of(RUN_AT + timedelta(hours=1))
         assert ddb.to(REMINDER) == {"GetItem": 1, "Query": 2, "UpdateItem": 1}
-    with Requests.counted() as ddb, time_machine.travel(RUN_AT + timedelta(minutes=36), tick=False):
+    with DdbCounter.installed() as ddb, time_machine.travel(RUN_AT + timedelta(minutes=36), tick=False):
         reminders.invoke()
         assert ddb.to(REMINDER) == {"GetItem": 1, "Query": 1}
 
@@ -135,7 +98,7 @@ def test_the_lock_is_taken_only_when_something_is_due(reminders: Fn, botapi: Any
     reminders.invoke()
     link(3001, None)
     item = _due_medication(reminders, 3001, "T1")
-    with Requests.counted() as ddb:
+    with DdbCounter.installed() as ddb:
         report = reminders.invoke()
     assert report["sent"] == {"med": 1}
     ops = ddb.to(REMINDER)
@@ -143,9 +106,9 @@ def test_the_lock_is_taken_only_when_something_is_due(reminders: Fn, botapi: Any
     assert ops["UpdateItem"] == 4 and ops["PutItem"] == 1
     assert reminders.runner.store.get(3001, item.item_id).status is Status.SENT
     # the lock was released: the next (idle) run reads and writes nothing more
-    with Requests.counted() as ddb:
+    with DdbCounter.installed() as ddb:
         assert reminders.invoke()["due"] == 0
-    assert ddb.writes(REMINDER, STATE) == 0
+    assert ddb.writes_to(REMINDER, STATE) == 0
 
 
 def test_a_live_lock_keeps_a_run_out_without_a_write(reminders: Fn) -> None:
@@ -155,7 +118,7 @@ def test_a_live_lock_keeps_a_run_out_without_a_write(reminders: Fn) -> None:
     link(3002, None)
     _due_medication(reminders, 3002, "T1")
     try:
-        with Requests.counted() as ddb:
+        with DdbCounter.installed() as ddb:
             assert reminders.invoke()["locked_out"] is True
         assert ddb.to(REMINDER) == {"GetItem": 1}
     finally:
@@ -255,7 +218,7 @@ def test_a_sync_run_inside_the_visits_interval_reads_one_cursor_and_nothing_of_t
     first = run_sync(NOW)
     assert first["ok"] and first["visits"]["patients"] == 6 and first["visits"]["cycle_complete"]
     assert calls["visits"] == 6
-    with Requests.counted() as ddb:
+    with DdbCounter.installed() as ddb:
         later = run_sync(NOW + timedelta(minutes=15))
     assert later["ok"] and later["visits"] is None
     due = (NOW + timedelta(minutes=180)).isoformat()
@@ -281,10 +244,10 @@ def test_an_unchanged_patient_costs_the_planner_one_query_and_no_write(
     assert first["ok"] and first["visits"]["patients"] == 6
     # 15 minutes, 3 hours and 9 hours later (a reminder due in between waits for the reminders function)
     for later in (timedelta(minutes=15), timedelta(hours=3), timedelta(hours=9)):
-        with Requests.counted() as ddb:
+        with DdbCounter.installed() as ddb:
             again = run_sync(NOW + later)
         assert again["ok"] and again["visits"]["patients"] == 6, again
-        assert ddb.writes(REMINDER, STATE) == 0, (later, ddb.calls)
+        assert ddb.writes_to(REMINDER, STATE) == 0, (later, ddb.requests)
         assert ddb.to(REMINDER) == {"Query": 6}  # one per patient: visits and courses at once
         # the linked patients (one page of the patient index) and their cards in one batch
         assert ddb.to(STATE) == {"Scan": 1, "BatchGetItem": 1}
@@ -301,18 +264,18 @@ def test_the_planner_reads_no_card_for_a_patient_without_upcoming_visits(aws: An
         planner = ReminderPlanner.for_settings(Settings(), branches=asyncio.run(clinic.branches()))  # type: ignore[call-arg]
         upcoming = list(asyncio.run(clinic.visits("p-001")).upcoming)
         assert upcoming
-        with Requests.counted() as ddb:
+        with DdbCounter.installed() as ddb:
             created = planner.sync_patient(
                 telegram_user_id=601, patient_id="p-001", appointments=upcoming, prescriptions=None, now=NOW
             )
         assert created.created and ddb.to(STATE) == {"GetItem": 1}  # lead times: the card, once
-        with Requests.counted() as ddb:
+        with DdbCounter.installed() as ddb:
             planner.prefetch_cards([601])
             same = planner.sync_patient(
                 telegram_user_id=601, patient_id="p-001", appointments=upcoming, prescriptions=None, now=NOW
             )
         assert not same.changed and ddb.to(STATE) == {"BatchGetItem": 1} and ddb.to(REMINDER) == {"Query": 1}
-        with Requests.counted() as ddb:
+        with DdbCounter.installed() as ddb:
             none = planner.sync_patient(
                 telegram_user_id=602, patient_id="p-002", appointments=[], prescriptions=None, now=NOW
             )
@@ -336,13 +299,13 @@ def test_a_visit_that_went_by_costs_the_planner_no_write(aws: Any) -> None:
         )
         assert planned.created
     after = visit.start + timedelta(minutes=30)
-    with time_machine.travel(after, tick=False), Requests.counted() as ddb:
+    with time_machine.travel(after, tick=False), DdbCounter.installed() as ddb:
         upcoming = list(asyncio.run(clinic.visits("p-001")).upcoming)
         assert visit.id not in {a.id for a in upcoming}
         result = planner.sync_patient(
             telegram_user_id=611, patient_id="p-001", appointments=upcoming, prescriptions=None, now=after
         )
-    assert not result.changed and ddb.writes(REMINDER, STATE) == 0
+    assert not result.changed and ddb.writes_to(REMINDER, STATE) == 0
     assert ddb.to(REMINDER) == {"Query": 1}
 
 
@@ -392,14 +355,14 @@ def test_writes_per_sent_message(reminders: Fn, botapi: Any) -> None:
         link(user_id, None)
         _due_medication(reminders, user_id, f"A{user_id}")
     _due_medication(reminders, 3301, "B3301")  # a second course of the first patient: two messages
-    with Requests.counted() as ddb:
+    with DdbCounter.installed() as ddb:
         report = reminders.invoke()
     messages = 4
     assert report["sent"] == {"med": messages}
     assert ddb.to(REMINDER).get("UpdateItem") == 2 * messages + 2
     assert ddb.to(REMINDER).get("PutItem") == messages
     assert ddb.to(STATE).get("UpdateItem") == len(users)
-    assert ddb.writes(REMINDER, STATE) <= 3 * messages + 2 + len(users)
+    assert ddb.writes_to(REMINDER, STATE) <= 3 * messages + 2 + len(users)
 
 
 def test_a_live_claim_of_a_dead_run_holds_the_cursor_and_is_sent_once_its_lease_is_over(
@@ -424,10 +387,10 @@ def test_a_live_claim_of_a_dead_run_holds_the_cursor_and_is_sent_once_its_lease_
                 reminders.invoke()
     held = store.get(3401, item.item_id)
     assert held.status is Status.SENDING and bucket_of(held.due_at) == bucket_of(before)
-    with time_machine.travel(before + timedelta(minutes=3), tick=False), Requests.counted() as ddb:
+    with time_machine.travel(before + timedelta(minutes=3), tick=False), DdbCounter.installed() as ddb:
         report = reminders.invoke()
     assert report["due"] == 0 and report["cursor"] == bucket_of(before) and not botapi.calls_of("sendMessage")
-    assert ddb.writes(REMINDER, STATE) == 0
+    assert ddb.writes_to(REMINDER, STATE) == 0
     assert store.read_cursor().cursor == bucket_of(before)
     with time_machine.travel(held.lease_until + timedelta(minutes=2), tick=False):
         report = reminders.invoke()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from clinicbot.metering.prices import PriceBook
 
@@ -233,138 +234,130 @@ def price(profile: MonthProfile, book: PriceBook) -> Bill:
     """Every line of the month's bill, in the region of ``book`` (no free tiers)."""
     lines: list[Line] = []
     gbs_key = f"lambda_{profile.architecture}_gb_second"
+
+    def line(service: str, item: str, quantity: float, unit: str, key: str, **extra: Any) -> Line:
+        return Line(service, item, quantity, unit, book.cost(key, quantity), key=key, **extra)
+
     requests = sum(f.invocations for f in profile.functions.values())
     lines.append(
-        Line(
+        line(
             "Lambda",
             "requests",
             requests,
             "requests",
-            book.cost("lambda_requests", requests),
-            key="lambda_requests",
+            "lambda_requests",
         )
     )
     for fn in profile.functions.values():
         if fn.invocations:
             lines.append(
-                Line(
+                line(
                     "Lambda",
                     f"{fn.name}: duration @ {fn.memory_mb} MB",
                     fn.gb_seconds,
                     "GB-s",
-                    book.cost(gbs_key, fn.gb_seconds),
-                    key=gbs_key,
+                    gbs_key,
                 )
             )
     for fn in profile.functions.values():
         if fn.cold_starts:
             lines.append(
-                Line(
+                line(
                     "Lambda",
                     f"{fn.name}: INIT x {fn.cold_starts:,.0f} cold starts",
                     fn.init_gb_seconds,
                     "GB-s",
-                    book.cost(gbs_key, fn.init_gb_seconds),
-                    key=gbs_key,
+                    gbs_key,
                 )
             )
     app_writes = profile.ddb_write_units - profile.rollup_write_units
     lines.append(
-        Line(
+        line(
             "DynamoDB",
             "write request units",
             app_writes,
             "WRU",
-            book.cost("ddb_write_request_units", app_writes),
-            key="ddb_write_request_units",
+            "ddb_write_request_units",
         )
     )
     if profile.rollup_write_units:
         lines.append(
-            Line(
+            line(
                 "DynamoDB",
                 "usage rollup flushes",
                 profile.rollup_write_units,
                 "WRU",
-                book.cost("ddb_write_request_units", profile.rollup_write_units),
-                key="ddb_write_request_units",
+                "ddb_write_request_units",
             )
         )
     lines.append(
-        Line(
+        line(
             "DynamoDB",
             "read request units",
             profile.ddb_read_units,
             "RRU",
-            book.cost("ddb_read_request_units", profile.ddb_read_units),
-            key="ddb_read_request_units",
+            "ddb_read_request_units",
         )
     )
     lines.append(
-        Line(
+        line(
             "DynamoDB",
             "storage",
             profile.ddb_storage_gb,
             "GB-month",
-            book.cost("ddb_storage_gb_month", profile.ddb_storage_gb),
-            key="ddb_storage_gb_month",
+            "ddb_storage_gb_month",
         )
     )
     if profile.pitr:
         lines.append(
-            Line(
+            line(
                 "DynamoDB",
                 "point-in-time recovery",
                 profile.ddb_storage_gb,
                 "GB-month",
-                book.cost("ddb_pitr_gb_month", profile.ddb_storage_gb),
-                key="ddb_pitr_gb_month",
+                "ddb_pitr_gb_month",
             )
         )
     if profile.http_api_requests:
         lines.append(
-            Line(
+            line(
                 "API Gateway",
                 "HTTP API requests",
                 profile.http_api_requests,
                 "requests",
-                book.cost("http_api_requests", profile.http_api_requests),
-                key="http_api_requests",
+                "http_api_requests",
             )
         )
     if profile.sqs_requests:
         lines.append(
-            Line(
+            line(
                 "SQS",
                 "hand-off messages",
                 profile.sqs_requests,
                 "requests",
-                book.cost("sqs_requests", profile.sqs_requests),
-                key="sqs_requests",
+                "sqs_requests",
             )
         )
     if profile.sqs_idle_receives:
         lines.append(
-            Line(
+            line(
                 "SQS",
                 "event source mapping's empty polls",
                 profile.sqs_idle_receives,
                 "requests",
-                book.cost("sqs_requests", profile.sqs_idle_receives),
-                key="sqs_requests",
+                "sqs_requests",
                 fixed=True,
                 note="Lambda long-polls the queue even when it is empty",
             )
         )
     if profile.scheduler_invocations:
         lines.append(
-            Line(
+            line(
                 "Scheduler",
                 "EventBridge Scheduler invocations",
                 profile.scheduler_invocations,
                 "invocations",
-                book.cost("scheduler_invocations", profile.scheduler_invocations),
-                key="scheduler_invocations",
+                "scheduler_invocations",
                 fixed=True,
             )
         )
@@ -385,77 +378,70 @@ def price(profile: MonthProfile, book: PriceBook) -> Bill:
         if hours:
             months = hours / HOURS_PER_MONTH
             lines.append(
-                Line(
+                line(
                     "CloudWatch",
                     f"{label} ({count} metrics)",
                     months,
                     "metric-months",
-                    book.cost("cloudwatch_custom_metric_month", months),
-                    key="cloudwatch_custom_metric_month",
+                    "cloudwatch_custom_metric_month",
                 )
             )
     if profile.alarms:
         lines.append(
-            Line(
+            line(
                 "CloudWatch",
                 "alarms",
                 profile.alarms,
                 "alarms",
-                book.cost("cloudwatch_alarm_month", profile.alarms),
-                key="cloudwatch_alarm_month",
+                "cloudwatch_alarm_month",
                 fixed=True,
             )
         )
     lines.append(
-        Line(
+        line(
             "CloudWatch",
             "logs ingested",
             profile.log_ingest_gb,
             "GB",
-            book.cost("cloudwatch_logs_ingest_gb", profile.log_ingest_gb),
-            key="cloudwatch_logs_ingest_gb",
+            "cloudwatch_logs_ingest_gb",
         )
     )
     lines.append(
-        Line(
+        line(
             "CloudWatch",
             "logs stored",
             profile.log_storage_gb,
             "GB-month",
-            book.cost("cloudwatch_logs_storage_gb_month", profile.log_storage_gb),
-            key="cloudwatch_logs_storage_gb_month",
+            "cloudwatch_logs_storage_gb_month",
         )
     )
     lines.append(
-        Line(
+        line(
             "KMS",
             "aws/dynamodb key requests",
             profile.kms_requests,
             "requests",
-            book.cost("kms_requests", profile.kms_requests),
-            key="kms_requests",
+            "kms_requests",
             note="DynamoDB re-decrypts a table key after 5 minutes (modelled)",
         )
     )
     if profile.xray_traces:
         lines.append(
-            Line(
+            line(
                 "X-Ray",
                 "traces recorded (Tracing: Active)",
                 profile.xray_traces,
                 "traces",
-                book.cost("xray_traces_recorded", profile.xray_traces),
-                key="xray_traces_recorded",
+                "xray_traces_recorded",
             )
         )
     lines.append(
-        Line(
+        line(
             "Data transfer",
             "out to the internet",
             profile.data_out_gb,
             "GB",
-            book.cost("data_transfer_out_gb", profile.data_out_gb),
-            key="data_transfer_out_gb",
+            "data_transfer_out_gb",
         )
     )
     return Bill(region=book.region, lines=lines)
