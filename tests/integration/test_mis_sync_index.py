@@ -16,12 +16,11 @@ from clinicbot.adapters.mis_demo import DemoClinic
 from clinicbot.schedule.cache_dynamo import DynamoScheduleCache
 from clinicbot.schedule.index import IndexEntry, chain
 from clinicbot.schedule.sync import encode_day, record_rows
+from tests.harness import DdbCounter
 from tests.integration import test_mis_sync as base
 from tests.integration.test_mis_sync import (
     NOW,
     SCHEDULE,
-    WRITE_OPS,
-    TableWrites,
     _msk,
     day_item,
     free_slots,
@@ -33,12 +32,12 @@ from tests.integration.test_mis_sync import (
 frozen, clinic, fn, writes = base.frozen, base.clinic, base.fn, base.writes
 
 
-def reads(counter: TableWrites) -> dict[str, int]:
-    return {op: n for (op, t), n in counter.requests.items() if t == SCHEDULE and op not in WRITE_OPS}
+def reads(counter: DdbCounter) -> dict[str, int]:
+    return {op: n for (op, t), n in counter.requests.items() if t == SCHEDULE and op not in DdbCounter.WRITES}
 
 
-def writes_by_op(counter: TableWrites) -> dict[str, int]:
-    return {op: n for (op, t), n in counter.requests.items() if t == SCHEDULE and op in WRITE_OPS}
+def writes_by_op(counter: DdbCounter) -> dict[str, int]:
+    return {op: n for (op, t), n in counter.requests.items() if t == SCHEDULE and op in DdbCounter.WRITES}
 
 
 def sync_at(at: datetime) -> dict[str, Any]:
@@ -47,14 +46,14 @@ def sync_at(at: datetime) -> dict[str, Any]:
 
 
 @pytest.fixture
-def synced(fn: Any, writes: TableWrites) -> Iterator[TableWrites]:
+def synced(fn: Any, writes: DdbCounter) -> Iterator[DdbCounter]:
     first = run_sync()
     assert first["ok"] and first["schedule"]["indexes_written"] == 13, first
     writes.reset()
     yield writes
 
 
-def test_unchanged_runs_read_one_query_and_write_only_the_state_while_now_moves(synced: TableWrites) -> None:
+def test_unchanged_runs_read_one_query_and_write_only_the_state_while_now_moves(synced: DdbCounter) -> None:
     """Every hour for two days (today's days lose their past slots, days come within the cut horizon, the
     window moves at midnight): never a day item read; an unchanged run writes only the state."""
     quiet = 0
@@ -77,7 +76,7 @@ def test_unchanged_runs_read_one_query_and_write_only_the_state_while_now_moves(
 
 
 def test_a_booked_slot_of_today_rewrites_exactly_its_day(
-    synced: TableWrites, aws: Any, clinic: DemoClinic
+    synced: DdbCounter, aws: Any, clinic: DemoClinic
 ) -> None:
     later = NOW + timedelta(hours=3)  # 11:00 in Moscow: today's first slots went by
     assert sync_at(later)["ok"]
@@ -107,7 +106,7 @@ def test_a_booked_slot_of_today_rewrites_exactly_its_day(
 
 
 def test_a_missing_day_index_reads_that_doctors_days_and_writes_it_again(
-    synced: TableWrites, aws: Any, clinic: DemoClinic
+    synced: DdbCounter, aws: Any, clinic: DemoClinic
 ) -> None:
     aws.delete_item(TableName=SCHEDULE, Key={"pk": {"S": "SYNC"}, "sk": {"S": "DAYS#d-03"}})
     result = sync_at(NOW + timedelta(minutes=15))
@@ -120,7 +119,7 @@ def test_a_missing_day_index_reads_that_doctors_days_and_writes_it_again(
     assert again["days_read_for"] == 0 and again["indexes_written"] == 0 and reads(synced) == {"Query": 1}
 
 
-def test_a_missing_day_index_still_finds_a_change(synced: TableWrites, aws: Any, clinic: DemoClinic) -> None:
+def test_a_missing_day_index_still_finds_a_change(synced: DdbCounter, aws: Any, clinic: DemoClinic) -> None:
     aws.delete_item(TableName=SCHEDULE, Key={"pk": {"S": "SYNC"}, "sk": {"S": "DAYS#d-02"}})
     taken = free_slots(clinic, "d-02")[5]
     asyncio.run(clinic.book("p-002", taken.id))
@@ -137,7 +136,7 @@ def test_a_missing_day_index_still_finds_a_change(synced: TableWrites, aws: Any,
     ],
 )
 def test_an_untrusted_state_reads_everything(
-    synced: TableWrites, aws: Any, clinic: DemoClinic, state_change: dict[str, Any]
+    synced: DdbCounter, aws: Any, clinic: DemoClinic, state_change: dict[str, Any]
 ) -> None:
     key = {"pk": {"S": "SYNC"}, "sk": {"S": "STATE"}}
     state = aws.get_item(TableName=SCHEDULE, Key=key)["Item"]
@@ -167,7 +166,7 @@ def test_an_untrusted_state_reads_everything(
 
 
 def test_a_failed_write_leaves_the_state_dirty_and_the_next_run_reads_everything(
-    synced: TableWrites, aws: Any, clinic: DemoClinic, monkeypatch: pytest.MonkeyPatch
+    synced: DdbCounter, aws: Any, clinic: DemoClinic, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     taken = free_slots(clinic, "d-02")[3]
     asyncio.run(clinic.book("p-002", taken.id))
@@ -189,7 +188,7 @@ def test_a_failed_write_leaves_the_state_dirty_and_the_next_run_reads_everything
 
 
 def test_the_bot_reader_sees_the_fresh_state_and_the_new_slots(
-    synced: TableWrites, clinic: DemoClinic
+    synced: DdbCounter, clinic: DemoClinic
 ) -> None:
     from clinicbot.booking.schedule import SlotFilter
     from clinicbot.schedule.reader import CachedSchedule

@@ -593,16 +593,7 @@ def plan(
         first_day=first_day,
         default_first=default_first,
     )
-    refs = plan_reference(
-        reference_records(snapshot.branches, snapshot.specialties, snapshot.doctors, snapshot.services),
-        cached_refs,
-    )
-    days.put_refs, days.delete_refs, days.unchanged_refs = (
-        refs.put_refs,
-        refs.delete_refs,
-        refs.unchanged_refs,
-    )
-    return days
+    return _with_reference(days, snapshot, cached_refs)
 
 
 def plan_indexed(
@@ -683,6 +674,11 @@ def plan_indexed(
         )
         if not same:
             result.put_index.append(index)
+    return _with_reference(result, snapshot, cached_refs)
+
+
+def _with_reference(result: Plan, snapshot: Snapshot, cached_refs: Mapping[str, str]) -> Plan:
+    """``result`` with the reference data's writes planned in (branches, specialties, doctors, services)."""
     refs = plan_reference(
         reference_records(snapshot.branches, snapshot.specialties, snapshot.doctors, snapshot.services),
         cached_refs,
