@@ -101,3 +101,17 @@ def planner(mis_branches: list[Any] | None = None) -> Any:
 
 def sends(botapi: Any, *, ok_only: bool = True) -> list[Any]:
     return [c for c in botapi.calls_of("sendMessage") if c.ok or not ok_only]
+
+
+def invoke_killed_after_claim(fn: Fn, monkeypatch: Any) -> None:
+    """One run of the reminders function that dies after claiming what is due, before sending it (the
+    Lambda reclaimed mid-run): the claims stay ``sending`` under their lease."""
+    import pytest
+
+    async def killed(*_args: Any, **_kwargs: Any) -> None:
+        raise RuntimeError("the Lambda died here")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(fn.runner, "_send", killed)
+        with pytest.raises(RuntimeError):
+            fn.invoke()

@@ -16,7 +16,15 @@ from clinicbot.local.lambda_runner import LambdaContext
 from clinicbot.reminders.items import DueItem, Status
 from clinicbot.reminders.medication import new_user_series
 from clinicbot.reminders.planner import medication_item
-from tests.reminders_helpers import Fn, demo_clinic, link, reminders_function, scheduled_event, sends
+from tests.reminders_helpers import (
+    Fn,
+    demo_clinic,
+    invoke_killed_after_claim,
+    link,
+    reminders_function,
+    scheduled_event,
+    sends,
+)
 
 
 @pytest.fixture
@@ -122,14 +130,7 @@ def test_a_run_killed_between_claim_and_send_is_picked_up_after_the_lease(
     link(2300, None)
     store = fn.runner.store
     item = due_medication(store, 2300, "T1")
-
-    async def killed(*_args: Any, **_kwargs: Any) -> None:
-        raise RuntimeError("the Lambda died here")
-
-    with monkeypatch.context() as patch:
-        patch.setattr(fn.runner, "_send", killed)
-        with pytest.raises(RuntimeError):
-            fn.invoke()
+    invoke_killed_after_claim(fn, monkeypatch)
     held = store.get(2300, item.item_id)
     assert held.status is Status.SENDING and held.lease_until is not None
     assert fn.invoke()["due"] == 0 and not sends(botapi)  # the lease still runs: not claimable yet

@@ -27,7 +27,13 @@ from clinicbot.adapters.mis_demo import DemoClinic
 from clinicbot.local.lambda_runner import invoke, load_function
 from clinicbot.reminders.items import Status, bucket_of
 from tests.harness import TODAY, DdbCounter, load_event
-from tests.reminders_helpers import Fn, configure_reminder_table, link, reminders_function
+from tests.reminders_helpers import (
+    Fn,
+    configure_reminder_table,
+    invoke_killed_after_claim,
+    link,
+    reminders_function,
+)
 
 NOW = datetime(2026, 11, 23, 5, 0, tzinfo=UTC)  # 08:00 in Moscow, Monday, the demo clinic's first day
 RUN_AT = NOW + timedelta(minutes=30)  # reminders runs: mid-hour (test items are due a minute before "now")
@@ -377,14 +383,7 @@ def test_a_live_claim_of_a_dead_run_holds_the_cursor_and_is_sent_once_its_lease_
         reminders.invoke()
         link(3401, None)
         item = _due_medication(reminders, 3401, "T1")
-
-        async def killed(*_args: Any, **_kwargs: Any) -> None:
-            raise RuntimeError("the Lambda died here")
-
-        with monkeypatch.context() as patch:
-            patch.setattr(reminders.runner, "_send", killed)
-            with pytest.raises(RuntimeError):
-                reminders.invoke()
+        invoke_killed_after_claim(reminders, monkeypatch)
     held = store.get(3401, item.item_id)
     assert held.status is Status.SENDING and bucket_of(held.due_at) == bucket_of(before)
     with time_machine.travel(before + timedelta(minutes=3), tick=False), DdbCounter.installed() as ddb:
