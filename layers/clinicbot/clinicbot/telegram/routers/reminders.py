@@ -51,6 +51,7 @@ from clinicbot.domain.patient import PatientCard
 from clinicbot.handoff.outbox import Outbox
 from clinicbot.i18n import Translator
 from clinicbot.mis.errors import NotAllowed, NotFound
+from clinicbot.mis.models import Appointment
 from clinicbot.mis.port import MisPort
 from clinicbot.reminders.callbacks import PREFIX, SETTINGS_PREFIX, VALUE_PATTERN
 from clinicbot.reminders.config import LEAD_CHOICES, ReminderConfig
@@ -62,7 +63,7 @@ from clinicbot.reminders.texts import visit_keyboard
 from clinicbot.storage.unit import StateUnit
 from clinicbot.telegram.callbacks import MenuCb
 from clinicbot.telegram.routers.booking import PatientGate, Reply, show, slot_when, start_reschedule
-from clinicbot.telegram.routers.visits import find_visit
+from clinicbot.telegram.routers.visits import VisitLookup, find_visit
 
 __all__ = ["REPLY_KIND", "REPLY_WINDOW", "MedSG", "RemCb", "RemSetCb", "build_router"]
 
@@ -249,22 +250,20 @@ def build_router() -> Router:
     gate = PatientGate()
     router.callback_query.middleware(gate)
     router.message.middleware(gate)
+    router.callback_query.middleware(VisitLookup())  # after the gate: the patient's visit for flagged buttons
 
     # ------------------------------------------------------------------ the buttons under a reminder
-    @router.callback_query(RemCb.filter(F.a == "c"))
+    @router.callback_query(RemCb.filter(F.a == "c"), flags={"visit": "reminders.gone"})
     async def confirm(
         query: CallbackQuery,
-        callback_data: RemCb,
         t: Translator,
         mis: MisPort,
         schedule: ScheduleReader,
         patient_id: str,
+        visit: Appointment,
     ) -> Reply:
-        found = await find_visit(mis, patient_id, callback_data.v)
-        if found is None:
-            return query.answer(t("reminders.gone"), show_alert=True)
         try:
-            confirmed = await mis.confirm(patient_id, found.id)
+            confirmed = await mis.confirm(patient_id, visit.id)
         except (NotAllowed, NotFound):
             return query.answer(t("reminders.not_possible"), show_alert=True)
         when = slot_when(t, confirmed, await schedule.branches())
@@ -275,19 +274,15 @@ def build_router() -> Router:
             )
         return None
 
-    @router.callback_query(RemCb.filter(F.a == "x"))
+    @router.callback_query(RemCb.filter(F.a == "x"), flags={"visit": "reminders.gone"})
     async def ask_cancel(
         query: CallbackQuery,
         callback_data: RemCb,
         t: Translator,
-        mis: MisPort,
         schedule: ScheduleReader,
-        patient_id: str,
+        visit: Appointment,
     ) -> Reply:
-        found = await find_visit(mis, patient_id, callback_data.v)
-        if found is None:
-            return query.answer(t("reminders.gone"), show_alert=True)
-        when = slot_when(t, found, await schedule.branches(), year=True)
+        when = slot_when(t, visit, await schedule.branches(), year=True)
         await query.answer()
         markup = _kb(
             [
@@ -301,27 +296,23 @@ def build_router() -> Router:
             chat_id=query.from_user.id, text=t("reminders.cancel_ask", when=when), reply_markup=markup
         )
 
-    @router.callback_query(RemCb.filter(F.a == "xy"))
+    @router.callback_query(RemCb.filter(F.a == "xy"), flags={"visit": "reminders.gone"})
     async def do_cancel(
         query: CallbackQuery,
-        callback_data: RemCb,
         t: Translator,
-        mis: MisPort,
         schedule: ScheduleReader,
         booking: BookingService,
         settings: Settings,
         patient_id: str,
+        visit: Appointment,
         **data: Any,
     ) -> Reply:
-        found = await find_visit(mis, patient_id, callback_data.v)
-        if found is None:
-            return query.answer(t("reminders.gone"), show_alert=True)
-        result = await booking.cancel(patient_id, found.id)
+        result = await booking.cancel(patient_id, visit.id)
         if result.outcome is BookingOutcome.NOT_ALLOWED or result.appointment is None:
             return query.answer(t("reminders.not_possible"), show_alert=True)
         planner = await planner_for(settings, schedule, data)
         planner.cancel_appointment(
-            telegram_user_id=query.from_user.id, appointment_id=found.id, reason="cancelled"
+            telegram_user_id=query.from_user.id, appointment_id=visit.id, reason="cancelled"
         )
         await query.answer()
         when = slot_when(t, result.appointment, await schedule.branches(), year=True)
@@ -342,22 +333,17 @@ def build_router() -> Router:
             return show(query, t("reminders.gone"), None)
         return show(query, t("reminders.kept", when=slot_when(t, found, await schedule.branches())), None)
 
-    @router.callback_query(RemCb.filter(F.a == "r"))
+    @router.callback_query(RemCb.filter(F.a == "r"), flags={"visit": "reminders.gone"})
     async def reschedule(
         query: CallbackQuery,
-        callback_data: RemCb,
         state: FSMContext,
         t: Translator,
-        mis: MisPort,
         schedule: ScheduleReader,
-        patient_id: str,
         now: datetime,
+        visit: Appointment,
     ) -> Reply:
-        found = await find_visit(mis, patient_id, callback_data.v)
-        if found is None:
-            return query.answer(t("reminders.gone"), show_alert=True)
         # The booking wizard moves the visit; the booking flow (and the MIS sync) re-plan its reminders.
-        return await start_reschedule(query, state, t, found, schedule, now)
+        return await start_reschedule(query, state, t, visit, schedule, now)
 
     @router.callback_query(RemCb.filter(F.a == "t"))
     async def taken(

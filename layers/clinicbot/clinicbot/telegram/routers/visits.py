@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import html
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime
+from typing import Any
 
-from aiogram import F, Router
+from aiogram import BaseMiddleware, F, Router
+from aiogram.dispatcher.flags import get_flag
 from aiogram.fsm.context import FSMContext
-from aiogram.types import CallbackQuery, InlineKeyboardMarkup
+from aiogram.types import CallbackQuery, InlineKeyboardMarkup, TelegramObject
 
 from clinicbot.booking.refs import ref_of, resolve
 from clinicbot.booking.schedule import ScheduleReader
@@ -42,6 +45,28 @@ async def find_visit(mis: MisPort, patient_id: str, ref: str) -> Appointment | N
     """One of the patient's upcoming visits by reference, or None."""
     visits = await mis.visits(patient_id)
     return resolve(ref, visits.upcoming, key=lambda a: a.id)
+
+
+class VisitLookup(BaseMiddleware):
+    """Inner middleware (after :class:`PatientGate`) for callback handlers flagged ``visit=<text key>``: the
+    patient's own upcoming visit that the button's ``v`` names goes into handler data as ``visit``; a button
+    naming none (someone else's, cancelled, past) is answered with the flag's text in an alert and the
+    handler does not run."""
+
+    async def __call__(
+        self,
+        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+        event: TelegramObject,
+        data: dict[str, Any],
+    ) -> Any:
+        gone = get_flag(data, "visit")
+        if gone is None or not isinstance(event, CallbackQuery):
+            return await handler(event, data)
+        visit = await find_visit(data["mis"], data["patient_id"], data["callback_data"].v)
+        if visit is None:
+            return event.answer(data["t"](gone), show_alert=True)
+        data["visit"] = visit
+        return await handler(event, data)
 
 
 async def screen_visits(
@@ -108,6 +133,7 @@ async def _card(t: Translator, schedule: ScheduleReader, visit: Appointment) -> 
 def build_router() -> Router:
     router = Router(name="visits")
     router.callback_query.middleware(PatientGate())
+    router.callback_query.middleware(VisitLookup())
 
     @router.callback_query(MenuCb.filter(F.action == "visits"))
     @router.callback_query(VisitCb.filter(F.a == "list"))
@@ -118,38 +144,30 @@ def build_router() -> Router:
         await query.answer()
         return show(query, text, markup)
 
-    @router.callback_query(VisitCb.filter(F.a == "show"))
-    async def visit(
+    @router.callback_query(VisitCb.filter(F.a == "show"), flags={"visit": "visits.gone"})
+    async def show_visit(
         query: CallbackQuery,
         callback_data: VisitCb,
         t: Translator,
-        mis: MisPort,
         schedule: ScheduleReader,
-        patient_id: str,
+        visit: Appointment,
     ) -> Reply:
-        found = await find_visit(mis, patient_id, callback_data.v)
-        if found is None:
-            return query.answer(t("visits.gone"), show_alert=True)
         await query.answer()
-        return show(query, await _card(t, schedule, found), visit_keyboard(t, callback_data.v))
+        return show(query, await _card(t, schedule, visit), visit_keyboard(t, callback_data.v))
 
-    @router.callback_query(VisitCb.filter(F.a == "cx"))
+    @router.callback_query(VisitCb.filter(F.a == "cx"), flags={"visit": "visits.gone"})
     async def ask_cancel(
         query: CallbackQuery,
         callback_data: VisitCb,
         t: Translator,
-        mis: MisPort,
         schedule: ScheduleReader,
-        patient_id: str,
+        visit: Appointment,
     ) -> Reply:
-        found = await find_visit(mis, patient_id, callback_data.v)
-        if found is None:
-            return query.answer(t("visits.gone"), show_alert=True)
         branches = await schedule.branches()
-        doctor = await schedule.doctor(found.doctor_id)
+        doctor = await schedule.doctor(visit.doctor_id)
         text = t(
             "visits.cancel_confirm",
-            when=slot_when(t, found, branches, year=True),
+            when=slot_when(t, visit, branches, year=True),
             doctor=html.escape(doctor_name(doctor, t)),
         )
         await query.answer()
@@ -187,39 +205,30 @@ def build_router() -> Router:
             return None
         return show(query, t("visits.cancelled", when=when), after_visit_keyboard(t))
 
-    @router.callback_query(VisitCb.filter(F.a == "rs"))
+    @router.callback_query(VisitCb.filter(F.a == "rs"), flags={"visit": "visits.gone"})
     async def reschedule(
         query: CallbackQuery,
-        callback_data: VisitCb,
         state: FSMContext,
         t: Translator,
-        mis: MisPort,
         schedule: ScheduleReader,
-        patient_id: str,
         now: datetime,
+        visit: Appointment,
     ) -> Reply:
-        found = await find_visit(mis, patient_id, callback_data.v)
-        if found is None:
-            return query.answer(t("visits.gone"), show_alert=True)
-        return await start_reschedule(query, state, t, found, schedule, now)
+        return await start_reschedule(query, state, t, visit, schedule, now)
 
-    @router.callback_query(VisitCb.filter(F.a == "cb"))
+    @router.callback_query(VisitCb.filter(F.a == "cb"), flags={"visit": "visits.gone"})
     async def call_me_back(
         query: CallbackQuery,
-        callback_data: VisitCb,
         t: Translator,
-        mis: MisPort,
         schedule: ScheduleReader,
         booking: BookingService,
         patient_id: str,
+        visit: Appointment,
     ) -> Reply:
-        found = await find_visit(mis, patient_id, callback_data.v)
-        if found is None:
-            return query.answer(t("visits.gone"), show_alert=True)
         try:
-            number = await booking.request_callback(patient_id, found)
+            number = await booking.request_callback(patient_id, visit)
         except Exception:
-            log.exception("could not queue a call-back request", extra={"appointment_id": found.id})
+            log.exception("could not queue a call-back request", extra={"appointment_id": visit.id})
             return query.answer(t("visits.callback_failed"), show_alert=True)
         await query.answer()
         # Pressed twice, the same request shows the same number: the edit may change nothing, which
@@ -230,4 +239,4 @@ def build_router() -> Router:
     return router
 
 
-__all__ = ["build_router", "find_visit", "screen_visit", "screen_visits"]
+__all__ = ["VisitLookup", "build_router", "find_visit", "screen_visit", "screen_visits"]
