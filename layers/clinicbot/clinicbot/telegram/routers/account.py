@@ -45,9 +45,8 @@ from clinicbot.mis.models import AppointmentStatus
 from clinicbot.mis.port import Capability, MisPort
 from clinicbot.storage.unit import StateUnit
 from clinicbot.telegram.callbacks import ConsentCb, MenuCb
-from clinicbot.telegram.context import Onboarding
-from clinicbot.telegram.keyboards import contact_keyboard
 from clinicbot.telegram.replies import drop_buttons
+from clinicbot.telegram.routers.booking import refuse_unless_linked
 
 __all__ = [
     "AccountCb",
@@ -86,23 +85,8 @@ class LinkedPatientGate(BaseMiddleware):
     ) -> Any:
         card: PatientCard | None = data.get("card")
         t: Translator = data["t"]
-        if card is None or not card.has_consent:
-            if isinstance(event, CallbackQuery):
-                return event.answer(t("consent.required"), show_alert=True)
-            if isinstance(event, Message):
-                return event.answer(t("consent.required"))
-            return None
-        if card.patient_id is None:
-            state: FSMContext = data["state"]
-            await state.set_state(Onboarding.contact)
-            if isinstance(event, CallbackQuery):
-                await event.answer()
-                return SendMessage(
-                    chat_id=event.from_user.id, text=t("contact.request"), reply_markup=contact_keyboard(t)
-                )
-            if isinstance(event, Message):
-                return event.answer(t("contact.request"), reply_markup=contact_keyboard(t))
-            return None
+        if card is None or card.patient_id is None or not card.has_consent:
+            return await refuse_unless_linked(event, data)
         data["patient_id"] = card.patient_id
         try:
             return await handler(event, data)

@@ -105,6 +105,29 @@ class BookingSG(StatesGroup):
 
 
 # =========================================================================== dependencies and the gate
+async def refuse_unless_linked(event: TelegramObject, data: dict[str, Any]) -> Reply:
+    """The answer to someone who is not a consented, linked patient (the gates of the patient's routers):
+    consent first; then the contact, with the dialogue moved to the onboarding's contact step."""
+    card: PatientCard | None = data.get("card")
+    t: Translator = data["t"]
+    if card is None or not card.has_consent:
+        if isinstance(event, CallbackQuery):
+            return event.answer(t("consent.required"), show_alert=True)
+        if isinstance(event, Message):
+            return event.answer(t("consent.required"))
+        return None
+    state: FSMContext = data["state"]
+    await state.set_state(Onboarding.contact)
+    if isinstance(event, CallbackQuery):
+        await event.answer()
+        return SendMessage(
+            chat_id=event.from_user.id, text=t("contact.request"), reply_markup=contact_keyboard(t)
+        )
+    if isinstance(event, Message):
+        return event.answer(t("contact.request"), reply_markup=contact_keyboard(t))
+    return None
+
+
 class PatientGate(BaseMiddleware):
     """Inner middleware of the booking and visits routers.
 
@@ -133,23 +156,8 @@ class PatientGate(BaseMiddleware):
     ) -> Any:
         card: PatientCard | None = data.get("card")
         t: Translator = data["t"]
-        if card is None or not card.has_consent:
-            if isinstance(event, CallbackQuery):
-                return event.answer(t("consent.required"), show_alert=True)
-            if isinstance(event, Message):
-                return event.answer(t("consent.required"))
-            return None
-        if not card.is_linked or card.patient_id is None:
-            state: FSMContext = data["state"]
-            await state.set_state(Onboarding.contact)
-            if isinstance(event, CallbackQuery):
-                await event.answer()
-                return SendMessage(
-                    chat_id=event.from_user.id, text=t("contact.request"), reply_markup=contact_keyboard(t)
-                )
-            if isinstance(event, Message):
-                return event.answer(t("contact.request"), reply_markup=contact_keyboard(t))
-            return None
+        if card is None or card.patient_id is None or not card.has_consent:
+            return await refuse_unless_linked(event, data)
 
         mis: MisPort = data["mis"]
         clock: Clock = data.get("clock") or utc_now
