@@ -1489,6 +1489,10 @@ def write_model(args: argparse.Namespace, r: MonthResult, book: Any) -> None:
         "sqs_idle_receives_per_month": r.profile.sqs_idle_receives,
         "functions_metric_months": round(sum(r.profile.metric_hours.values()) / 730.0, 3),
         "xray_tracing": 1 if r.profile.xray_traces else 0,
+        # the month the README's table shows (tests/unit/test_cost_readme.py checks that they agree)
+        "month_total_usd": round(r.bill.total, 4),
+        "month_dominant_line": f"{r.bill.dominant().service} / {r.bill.dominant().item}",
+        "month_lines_usd": {f"{ln.service} / {ln.item}": round(ln.usd, 4) for ln in r.bill.lines},
         "platform_logs": 1 if r.deployment.platform_logs else 0,
         "http_api": 1 if r.deployment.http_api else 0,
         "scheduler": 1 if r.deployment.scheduler else 0,
